@@ -1,0 +1,1 @@
+"""Handover policy: dataset reader, CNN, training, closed-loop evaluation, export."""

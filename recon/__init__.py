@@ -1,0 +1,1 @@
+"""Capture data model, readers, RGB-D fusion and 3DGS reconstruction."""

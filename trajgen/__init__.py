@@ -1,0 +1,1 @@
+"""Grasp sampling and safety filtering, start poses, trajectories, demonstration rendering."""

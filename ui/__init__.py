@@ -1,0 +1,1 @@
+"""The `splatsim` command line and the gradio web app."""
