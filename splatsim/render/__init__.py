@@ -38,6 +38,8 @@ class RenderOutput:
     depth: Tensor  # [C, H, W] expected depth (metres) along the camera z axis; 0 where nothing is hit
     alpha: Tensor  # [C, H, W] accumulated opacity
     labels: Tensor  # [C, H, W, 3] composited label probabilities (background, object, hand)
+    means2d: Tensor | None = None  # [C, N, 2] projected centres (call .retain_grad() for densification)
+    extents: Tensor | None = None  # [C, N, 2] on-screen half-widths in pixels; negative where culled
 
     def label_map(self, min_prob: float = 0.5) -> Tensor:
         """Hard label image [C, H, W] (uint8): argmax label where its probability ≥ min_prob, else 0."""
@@ -179,7 +181,10 @@ def rasterize(
     else:
         from splatsim.render.reference import composite_reference as fn
     acc, alpha = fn(proj.means2d, proj.conics, opac, feats, ext, proj.depths, proj.valid, width, height)
-    return _finish(acc, alpha, backgrounds)
+    out = _finish(acc, alpha, backgrounds)
+    out.means2d = proj.means2d
+    out.extents = torch.where(proj.valid[..., None], ext, torch.full_like(ext, -1.0))
+    return out
 
 
 def _finish(acc: Tensor, alpha: Tensor, backgrounds: Tensor | None) -> RenderOutput:

@@ -13,7 +13,6 @@ column i spans [i, i+1), so pixel centres sit at (i + 0.5, j + 0.5) — gsplat's
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -213,4 +212,4 @@ def fast_exp_neg_reference(s: float) -> float:
     p = 1.0 + y * (1.0 + y * (0.5 + y * (1 / 6 + y * (1 / 24 + y * (1 / 120 + y / 720)))))
     for _ in range(5):
         p = p * p
-    return p if s < 8.0 else math.exp(-8.0)
+    return p

@@ -26,7 +26,8 @@ def composite_reference(
 ):
     """Dense compositing. Returns acc [C,H,W,D], alpha [C,H,W] (and an ambiguity mask [C,H,W]).
 
-    The ambiguity mask marks pixels where some Gaussian sits within a relative 1e-3 of a threshold
+    The ambiguity mask marks pixels where some Gaussian sits within a relative 2e-5 (alpha) or 1e-4
+    (transmittance) of a threshold
     (alpha vs 1/255, transmittance vs 1e-4, σ vs 0): there, float rounding may legitimately flip a
     discrete decision, so tests compare images only outside it.
     """
@@ -57,9 +58,9 @@ def composite_reference(
             acc = acc + torch.where(use, alpha * T, torch.zeros_like(T))[:, None] * feats[c, i][None, :]
             if return_ambiguous:
                 with torch.no_grad():
-                    amb |= alive & ((alpha - ALPHA_THRESHOLD).abs() < 1e-3 * ALPHA_THRESHOLD)
+                    amb |= alive & ((alpha - ALPHA_THRESHOLD).abs() < 2e-5 * ALPHA_THRESHOLD)
                     amb |= alive & (sigma.abs() < 1e-5)
-                    amb |= alive & ok & ((next_T - TRANSMITTANCE_EPS).abs() < 1e-2 * TRANSMITTANCE_EPS)
+                    amb |= alive & ok & ((next_T - TRANSMITTANCE_EPS).abs() < 1e-4 * TRANSMITTANCE_EPS)
             T = torch.where(use, next_T, T)
             alive = alive & ~term
         accs.append(acc.reshape(height, width, D))
