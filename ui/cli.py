@@ -30,6 +30,9 @@ class RenderCheck:
     """Render a random Gaussian scene with the CPU backend and write a PNG (a renderer smoke test)."""
 
     out: str = "runs/render_check.png"
+    """PNG to write (RGB | depth | labels side by side)."""
+    scene: str = "object"
+    """'object' (a compact object-like scene with hand and background labels) or 'random'."""
     num_gaussians: int = 20000
     width: int = 320
     height: int = 240
