@@ -15,6 +15,7 @@ The small mesh and texture toolkit used here (`TriMesh`, `lathe`, `tube`, `super
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -100,7 +101,8 @@ class TriMesh:
 
     def to_open3d(self, colors: np.ndarray | None = None) -> o3d.geometry.TriangleMesh:
         m = o3d.geometry.TriangleMesh(
-            o3d.utility.Vector3dVector(self.vertices), o3d.utility.Vector3iVector(self.triangles.astype(np.int32))
+            o3d.utility.Vector3dVector(self.vertices),
+            o3d.utility.Vector3iVector(self.triangles.astype(np.int32)),
         )
         m.vertex_normals = o3d.utility.Vector3dVector(self.vertex_normals())
         if colors is not None:
@@ -185,25 +187,31 @@ def superellipsoid(
     return TriMesh(verts.reshape(-1, 3), _grid_triangles(n_lat + 1, n_lon, wrap=True))
 
 
-def box(size: Sequence[float], center: Sequence[float] = (0.0, 0.0, 0.0)) -> TriMesh:
-    """Axis-aligned box (6 separate faces, so its edges stay sharp)."""
+def box(
+    size: Sequence[float], center: Sequence[float] = (0.0, 0.0, 0.0), step: float | None = None
+) -> TriMesh:
+    """Axis-aligned box (6 separate faces, so its edges stay sharp), faces gridded at ``step`` metres."""
     h = np.asarray(size, dtype=np.float64) / 2
-    verts, tris = [], []
+    pieces = []
     for axis in range(3):
         for sign in (-1.0, 1.0):
             u, v = (axis + 1) % 3, (axis + 2) % 3
-            quad = np.zeros((4, 3))
-            quad[:, axis] = sign * h[axis]
-            quad[:, u] = np.array([-1, 1, 1, -1]) * h[u]
-            quad[:, v] = np.array([-1, -1, 1, 1]) * h[v]
-            base = len(verts) * 4
-            verts.append(quad)
-            t = np.array([[0, 1, 2], [0, 2, 3]]) + base
-            tris.append(t if sign > 0 else t[:, ::-1])
-    return TriMesh(np.concatenate(verts) + np.asarray(center, np.float64), np.concatenate(tris))
+            nu = 1 if step is None else max(1, math.ceil(2 * h[u] / step))
+            nv = 1 if step is None else max(1, math.ceil(2 * h[v] / step))
+            gu, gv = np.meshgrid(
+                np.linspace(-h[u], h[u], nu + 1), np.linspace(-h[v], h[v], nv + 1), indexing="ij"
+            )
+            quad = np.zeros((nu + 1, nv + 1, 3))
+            quad[..., axis] = sign * h[axis]
+            quad[..., u], quad[..., v] = gu, gv
+            tris = _grid_triangles(nu + 1, nv + 1, wrap=False)
+            pieces.append(TriMesh(quad.reshape(-1, 3), tris[:, ::-1] if sign > 0 else tris))
+    return TriMesh.concat(pieces).translated(center)
 
 
-def capsule(p0: np.ndarray, p1: np.ndarray, r0: float, r1: float, segments: int = 20, rings: int = 6) -> TriMesh:
+def capsule(
+    p0: np.ndarray, p1: np.ndarray, r0: float, r1: float, segments: int = 20, rings: int = 6
+) -> TriMesh:
     """Tapered capsule (cone between two hemispheres) from ``p0`` (radius r0) to ``p1`` (radius r1)."""
     p0, p1 = np.asarray(p0, np.float64), np.asarray(p1, np.float64)
     length = float(np.linalg.norm(p1 - p0))
@@ -334,7 +342,9 @@ def _fill(n: int, color: str) -> np.ndarray:
     return np.broadcast_to(_rgb(color), (n, 3)).astype(np.float32)
 
 
-def _grain(col: np.ndarray, p: np.ndarray, seed: int, amount: float = 0.08, scale: float = 0.01) -> np.ndarray:
+def _grain(
+    col: np.ndarray, p: np.ndarray, seed: int, amount: float = 0.08, scale: float = 0.01
+) -> np.ndarray:
     """Multiplicative print/material noise so no surface is perfectly flat-coloured."""
     return col * (1.0 - amount + 2 * amount * fbm(p, scale, seed, octaves=2))[:, None]
 
@@ -386,13 +396,25 @@ def _can_label(
     col = _paint(col, (zn > band_frac[0]) & (zn < band_frac[1]), band)
     if logo is not None:
         col = _paint(col, _ellipse(u, zn, 0.0, 0.62, 0.045, 0.12), logo)
-        col = _paint(col, glyph_text(u + 0.03, z - 0.6 * h, 0.006, 0.012, seed + 7, 0.9) & _ellipse(
-            u, zn, 0.0, 0.62, 0.04, 0.1), "#7a1010")
-    col = _paint(col, glyph_text(u, z, 0.0045, 0.009, seed) & ((zn < 0.08) | (zn > 0.4)) & ~_ellipse(
-        u, zn, 0.0, 0.62, 0.05, 0.14), text)
+        col = _paint(
+            col,
+            glyph_text(u + 0.03, z - 0.6 * h, 0.006, 0.012, seed + 7, 0.9)
+            & _ellipse(u, zn, 0.0, 0.62, 0.04, 0.1),
+            "#7a1010",
+        )
+    col = _paint(
+        col,
+        glyph_text(u, z, 0.0045, 0.009, seed)
+        & ((zn < 0.08) | (zn > 0.4))
+        & ~_ellipse(u, zn, 0.0, 0.62, 0.05, 0.14),
+        text,
+    )
     col = _paint(col, (np.abs(u - 0.09) < 0.02) & (zn > 0.42) & (zn < 0.85), "#ffffff")
-    col = _paint(col, glyph_text(u, z, 0.003, 0.006, seed + 3) & (np.abs(u - 0.09) < 0.018) & (zn > 0.43) & (
-        zn < 0.84), "#202020")
+    col = _paint(
+        col,
+        glyph_text(u, z, 0.003, 0.006, seed + 3) & (np.abs(u - 0.09) < 0.018) & (zn > 0.43) & (zn < 0.84),
+        "#202020",
+    )
     col = _grain(col, p, seed)
     rim = (zn < 0.06) | (zn > 0.94) | (np.abs(n[:, 2]) > 0.5)
     col[rim] = _metal(p[rim], seed)
@@ -415,14 +437,21 @@ def _box_label(
     big = face // 2 == 1  # the two largest faces when x >= y: front and back (+-y)
     col = _paint(col, big & (v > h[2] * 0.25) & (v < h[2] * 0.7), accent)
     col = _paint(col, big & _ellipse(u, v, -h[0] * 0.25, h[2] * 0.47, h[0] * 0.5, h[2] * 0.18), "#fbf4d8")
-    col = _paint(col, big & glyph_text(u + h[0], v, 0.011, 0.022, seed + 1, 0.95) & _ellipse(
-        u, v, -h[0] * 0.25, h[2] * 0.47, h[0] * 0.45, h[2] * 0.15), "#5a0b0b")
+    col = _paint(
+        col,
+        big
+        & glyph_text(u + h[0], v, 0.011, 0.022, seed + 1, 0.95)
+        & _ellipse(u, v, -h[0] * 0.25, h[2] * 0.47, h[0] * 0.45, h[2] * 0.15),
+        "#5a0b0b",
+    )
     if picture is not None:
         pic = big & (np.abs(u - h[0] * 0.2) < h[0] * 0.5) & (v < -h[2] * 0.05) & (v > -h[2] * 0.8)
         spots = fbm(p, 0.012, seed + 9, octaves=3)
         pc = _paint(_fill(len(p), picture[0]), spots > 0.55, picture[1])
         col = np.where(pic[:, None], pc, col)
-    col = _paint(col, glyph_text(u, v, 0.004, 0.008, seed) & (~big | (v < -h[2] * 0.82) | (v > h[2] * 0.78)), text)
+    col = _paint(
+        col, glyph_text(u, v, 0.004, 0.008, seed) & (~big | (v < -h[2] * 0.82) | (v > h[2] * 0.78)), text
+    )
     col = _paint(col, (face == 5) & (np.abs(u) < h[0] * 0.6) & (np.abs(v) < h[1] * 0.5), accent, 0.8)
     return _grain(col, p, seed)
 
@@ -451,18 +480,25 @@ def _mustard_albedo(p: np.ndarray, n: np.ndarray) -> np.ndarray:
     label = front & (z > -0.085) & (z < 0.02) & (np.abs(x) < 0.038)
     col = _paint(col, label, "#f7f3e8")
     col = _paint(col, label & _ellipse(x, z, 0.0, -0.01, 0.03, 0.017), "#c8102e")
-    col = _paint(col, label & glyph_text(x, z, 0.006, 0.014, seed, 0.95) & _ellipse(x, z, 0.0, -0.01, 0.028, 0.014),
-                 "#ffffff")
+    col = _paint(
+        col,
+        label & glyph_text(x, z, 0.006, 0.014, seed, 0.95) & _ellipse(x, z, 0.0, -0.01, 0.028, 0.014),
+        "#ffffff",
+    )
     col = _paint(col, label & glyph_text(x, z, 0.0035, 0.007, seed + 1) & (z < -0.035), "#1d3f8f")
     col = _paint(col, label & (np.abs(z + 0.078) < 0.004), "#2e8b3d")
     cap = z > 0.057
-    col[cap] = _fill(int(cap.sum()), "#f5b80c") * (0.85 + 0.15 * (np.sin(np.arctan2(p[cap, 1], p[cap, 0]) * 30) > 0))[
-        :, None]
+    col[cap] = (
+        _fill(int(cap.sum()), "#f5b80c")
+        * (0.85 + 0.15 * (np.sin(np.arctan2(p[cap, 1], p[cap, 0]) * 30) > 0))[:, None]
+    )
     return _grain(col, p, seed, 0.06)
 
 
 def _bleach_mesh() -> TriMesh:
-    body = superellipsoid((0.05, 0.032, 0.1), e_lat=0.3, e_lon=0.7, n_lat=40, n_lon=64).translated((0, 0, -0.025))
+    body = superellipsoid((0.05, 0.032, 0.1), e_lat=0.3, e_lon=0.7, n_lat=40, n_lon=64).translated(
+        (0, 0, -0.025)
+    )
     neck = lathe([[(0.024, 0.07), (0.02, 0.083), (0.017, 0.088)]], 40)
     cap = lathe(
         [[(0.0, 0.086), (0.019, 0.086)], [(0.019, 0.086), (0.019, 0.118)], [(0.019, 0.118), (0.0, 0.12)]], 40
@@ -478,9 +514,14 @@ def _bleach_albedo(p: np.ndarray, n: np.ndarray) -> np.ndarray:
     label = front & (z > -0.1) & (z < 0.03) & (np.abs(x) < 0.04)
     col = _paint(col, label, "#1565c0")
     col = _paint(col, label & _ellipse(x, z, 0.0, -0.02, 0.032, 0.022), "#ffffff")
-    col = _paint(col, label & glyph_text(x, z, 0.007, 0.015, seed, 0.95) & _ellipse(x, z, 0.0, -0.02, 0.03, 0.02),
-                 "#0d2c6b")
-    col = _paint(col, label & glyph_text(x, z, 0.0035, 0.0075, seed + 1) & ((z < -0.05) | (z > 0.01)), "#ffffff")
+    col = _paint(
+        col,
+        label & glyph_text(x, z, 0.007, 0.015, seed, 0.95) & _ellipse(x, z, 0.0, -0.02, 0.03, 0.02),
+        "#0d2c6b",
+    )
+    col = _paint(
+        col, label & glyph_text(x, z, 0.0035, 0.0075, seed + 1) & ((z < -0.05) | (z > 0.01)), "#ffffff"
+    )
     col = _paint(col, label & (np.abs(z + 0.095) < 0.004), "#e53935")
     col = _paint(col, z > 0.085, "#1e88e5")
     return _grain(col, p, seed, 0.05)
@@ -493,9 +534,9 @@ def _bowl_mesh() -> TriMesh:
         (max(R * np.sin(x), 0.037), 0.004 + (depth - 0.004) * (1 - np.cos(x))) for x in a[4:]
     ]
     inner = [(R - t, depth)] + [((R - t) * np.sin(x), t + (depth - t) * (1 - np.cos(x))) for x in a[::-1][1:]]
-    return lathe(
-        [[(0.0, 0.0), (0.035, 0.0)], outer, [(R, depth), (R - t, depth)], inner], 64
-    ).translated((0, 0, -depth / 2))
+    return lathe([[(0.0, 0.0), (0.035, 0.0)], outer, [(R, depth), (R - t, depth)], inner], 64).translated(
+        (0, 0, -depth / 2)
+    )
 
 
 def _bowl_albedo(p: np.ndarray, n: np.ndarray) -> np.ndarray:
@@ -537,17 +578,24 @@ def _mug_albedo(p: np.ndarray, n: np.ndarray) -> np.ndarray:
 
 def _drill_mesh() -> TriMesh:
     body = lathe(
-        [[(0.0, -0.08), (0.026, -0.08)], [(0.026, -0.08), (0.031, -0.06), (0.031, 0.05), (0.027, 0.075)],
-         [(0.027, 0.075), (0.0, 0.075)]],
+        [
+            [(0.0, -0.08), (0.026, -0.08)],
+            [(0.026, -0.08), (0.031, -0.06), (0.031, 0.05), (0.027, 0.075)],
+            [(0.027, 0.075), (0.0, 0.075)],
+        ],
         48,
     ).transformed(np.array([[0, 0, 1, 0], [0, 1, 0, 0], [-1, 0, 0, 0.065], [0, 0, 0, 1.0]]))
     chuck = lathe(
-        [[(0.0, 0.075), (0.019, 0.075)], [(0.019, 0.075), (0.016, 0.11)], [(0.016, 0.11), (0.004, 0.112)],
-         [(0.004, 0.112), (0.003, 0.13), (0.0, 0.13)]],
+        [
+            [(0.0, 0.075), (0.019, 0.075)],
+            [(0.019, 0.075), (0.016, 0.11)],
+            [(0.016, 0.11), (0.004, 0.112)],
+            [(0.004, 0.112), (0.003, 0.13), (0.0, 0.13)],
+        ],
         36,
     ).transformed(np.array([[0, 0, 1, 0], [0, 1, 0, 0], [-1, 0, 0, 0.065], [0, 0, 0, 1.0]]))
     handle = superellipsoid((0.02, 0.017, 0.065), e_lat=0.4, e_lon=0.6).translated((-0.02, 0.0, -0.005))
-    battery = box((0.085, 0.065, 0.045), center=(-0.015, 0.0, -0.085))
+    battery = box((0.085, 0.065, 0.045), center=(-0.015, 0.0, -0.085), step=0.01)
     return TriMesh.concat([body, chuck, handle, battery])
 
 
@@ -556,11 +604,20 @@ def _drill_albedo(p: np.ndarray, n: np.ndarray) -> np.ndarray:
     col = _fill(len(p), "#12827a")
     col = _paint(col, (z < 0.035) & (z > -0.06), "#1b1b1b")
     col = _paint(col, z <= -0.06, "#26282a")
-    col = _paint(col, (z <= -0.06) & glyph_text(x, np.where(np.abs(n[:, 1]) > 0.5, z, y), 0.004, 0.008, 15),
-                 "#d9d9d9")
+    col = _paint(
+        col, (z <= -0.06) & glyph_text(x, np.where(np.abs(n[:, 1]) > 0.5, z, y), 0.004, 0.008, 15), "#d9d9d9"
+    )
     col = _paint(col, x > 0.07, "#8d9196")
-    col = _paint(col, (x > -0.05) & (x < 0.03) & (np.abs(y) > 0.02) & glyph_text(x, z, 0.005, 0.01, 16)
-                 & (z > 0.045) & (z < 0.08), "#f2d21b")
+    col = _paint(
+        col,
+        (x > -0.05)
+        & (x < 0.03)
+        & (np.abs(y) > 0.02)
+        & glyph_text(x, z, 0.005, 0.01, 16)
+        & (z > 0.045)
+        & (z < 0.08),
+        "#f2d21b",
+    )
     col = _paint(col, (np.abs(x - 0.0) < 0.006) & (z < 0.03) & (z > 0.005), "#f2d21b")
     return _grain(col, p, 15, 0.06, 0.004)
 
@@ -590,11 +647,16 @@ def _banana_albedo(p: np.ndarray, n: np.ndarray) -> np.ndarray:
 
 def _apple_mesh() -> TriMesh:
     a = np.linspace(-np.pi / 2, np.pi / 2, 28)
-    prof = [(0.0, -0.03)] + [
-        (0.038 * np.cos(t) * (1 + 0.06 * np.sin(t)), 0.034 * np.sin(t)) for t in a[1:-1]
-    ] + [(0.0, 0.026)]
-    stem = tube(np.array([[0.0, 0.0, 0.024], [0.001, 0.0, 0.034], [0.004, 0.0, 0.045]]),
-                np.array([0.002, 0.0018, 0.0015]), 10)
+    prof = (
+        [(0.0, -0.03)]
+        + [(0.038 * np.cos(t) * (1 + 0.06 * np.sin(t)), 0.034 * np.sin(t)) for t in a[1:-1]]
+        + [(0.0, 0.026)]
+    )
+    stem = tube(
+        np.array([[0.0, 0.0, 0.024], [0.001, 0.0, 0.034], [0.004, 0.0, 0.045]]),
+        np.array([0.002, 0.0018, 0.0015]),
+        10,
+    )
     return TriMesh.concat([lathe([prof], 56), stem])
 
 
@@ -675,52 +737,95 @@ class _Entry:
     default_pose: str = "wrap"
 
 
-def _can_entry(desc: str, r: float, h: float, base: str, band: str, text: str, **kw) -> _Entry:
+def _can_entry(
+    desc: str, r: float, h: float, base: str, band: str, text: str, default_pose: str = "wrap", **kw
+) -> _Entry:
     seed = zlib.crc32(desc.encode()) & 0xFFFF
     return _Entry(
         desc,
         lambda: _can_mesh(r, h),
         lambda p, n: _can_label(p, n, h, seed, base, band, text, **kw),
+        default_pose=default_pose,
     )
 
 
-def _box_entry(desc: str, size: tuple[float, float, float], base: str, accent: str, text: str, **kw) -> _Entry:
+def _box_entry(
+    desc: str, size: tuple[float, float, float], base: str, accent: str, text: str, **kw
+) -> _Entry:
     seed = zlib.crc32(desc.encode()) & 0xFFFF
-    return _Entry(desc, lambda: box(size), lambda p, n: _box_label(p, n, size, seed, base, accent, text, **kw))
+    return _Entry(
+        desc,
+        lambda: box(size, step=0.01),
+        lambda p, n: _box_label(p, n, size, seed, base, accent, text, **kw),
+    )
 
 
 _ENTRIES: dict[str, _Entry] = {
     "master_chef_can": _can_entry(
         "Coffee can, cylinder r 0.051 m, h 0.14 m; wrapped around its body.",
-        0.051, 0.14, "#1d4f91", "#c62828", "#f5f5f5",
+        0.051,
+        0.14,
+        "#1d4f91",
+        "#c62828",
+        "#f5f5f5",
     ),
     "cracker_box": _box_entry(
         "Cracker box 0.16 x 0.06 x 0.21 m; palm on a narrow side, fingers over the 6 cm depth.",
-        (0.16, 0.06, 0.21), "#c0161b", "#f7d417", "#ffffff", picture=("#e0b25c", "#9c6b2a"),
+        (0.16, 0.06, 0.21),
+        "#c0161b",
+        "#f7d417",
+        "#ffffff",
+        picture=("#e0b25c", "#9c6b2a"),
     ),
     "sugar_box": _box_entry(
         "Sugar box 0.09 x 0.038 x 0.175 m; wrapped around its thin depth.",
-        (0.09, 0.038, 0.175), "#f7e463", "#ffffff", "#1f3e99",
+        (0.09, 0.038, 0.175),
+        "#f7e463",
+        "#ffffff",
+        "#1f3e99",
     ),
     "tomato_soup_can": _can_entry(
         "Soup can, cylinder r 0.0335 m, h 0.101 m; wrapped around its body.",
-        0.0335, 0.101, "#f4f1ea", "#c8102e", "#2b2b2b", band_frac=(0.5, 0.93), logo="#d4a437",
+        0.0335,
+        0.101,
+        "#f4f1ea",
+        "#c8102e",
+        "#2b2b2b",
+        band_frac=(0.5, 0.93),
+        logo="#d4a437",
     ),
     "mustard_bottle": _Entry(
         "Mustard squeeze bottle 0.096 x 0.058 x 0.19 m with a cap; wrapped around the lower body.",
-        _mustard_mesh, _mustard_albedo, grip_center=(0.0, 0.0, -0.03),
+        _mustard_mesh,
+        _mustard_albedo,
+        grip_center=(0.0, 0.0, -0.03),
     ),
     "tuna_can": _can_entry(
         "Tuna can, cylinder r 0.0425 m, h 0.033 m; held from below or pinched at the rim.",
-        0.0425, 0.033, "#2a6db0", "#f4f1ea", "#ffd54f", band_frac=(0.3, 0.7), logo=None,
+        0.0425,
+        0.033,
+        "#2a6db0",
+        "#f4f1ea",
+        "#ffd54f",
+        band_frac=(0.3, 0.7),
+        logo=None,
+        default_pose="under",
     ),
     "pudding_box": _box_entry(
         "Pudding box 0.11 x 0.035 x 0.089 m; wrapped around its thin depth.",
-        (0.11, 0.035, 0.089), "#5d3a1a", "#1565c0", "#ffffff", picture=("#7b4a25", "#3e2410"),
+        (0.11, 0.035, 0.089),
+        "#5d3a1a",
+        "#1565c0",
+        "#ffffff",
+        picture=("#7b4a25", "#3e2410"),
     ),
     "gelatin_box": _box_entry(
         "Gelatin box 0.085 x 0.028 x 0.073 m; wrapped around its thin depth.",
-        (0.085, 0.028, 0.073), "#d81b60", "#ffffff", "#ffffff", picture=("#ef5350", "#b71c1c"),
+        (0.085, 0.028, 0.073),
+        "#d81b60",
+        "#ffffff",
+        "#ffffff",
+        picture=("#ef5350", "#b71c1c"),
     ),
     "potted_meat_can": _Entry(
         "Potted meat can 0.097 x 0.05 x 0.082 m (rounded box); wrapped around its depth.",
@@ -729,36 +834,48 @@ _ENTRIES: dict[str, _Entry] = {
     ),
     "banana": _Entry(
         "Banana, curved tube ~0.19 m long, r 0.018 m; wrapped around its middle.",
-        _banana_mesh, _banana_albedo,
+        _banana_mesh,
+        _banana_albedo,
     ),
     "bleach_cleanser": _Entry(
         "Bleach bottle 0.1 x 0.065 x 0.25 m with a cap; wrapped around the lower body.",
-        _bleach_mesh, _bleach_albedo, grip_center=(0.0, 0.0, -0.04),
+        _bleach_mesh,
+        _bleach_albedo,
+        grip_center=(0.0, 0.0, -0.04),
     ),
     "bowl": _Entry(
         "Open bowl, r 0.08 m, h 0.052 m; supported from below.",
-        _bowl_mesh, _bowl_albedo, default_pose="under",
+        _bowl_mesh,
+        _bowl_albedo,
+        default_pose="under",
     ),
     "mug": _Entry(
         "Mug, r 0.04 m, h 0.082 m, handle toward +x; wrapped around the body, handle away from the palm.",
-        _mug_mesh, _mug_albedo,
+        _mug_mesh,
+        _mug_albedo,
     ),
     "power_drill": _Entry(
         "Cordless drill 0.21 x 0.065 x 0.2 m; wrapped around its pistol handle, index at the trigger.",
-        _drill_mesh, _drill_albedo, grip_center=(-0.02, 0.0, -0.005),
+        _drill_mesh,
+        _drill_albedo,
+        grip_center=(-0.02, 0.0, -0.005),
     ),
     "apple": _Entry(
         "Apple, ~0.076 m across; held from below or wrapped.",
-        _apple_mesh, _apple_albedo, default_pose="under",
+        _apple_mesh,
+        _apple_albedo,
+        default_pose="under",
     ),
     "foam_brick": _Entry(
         "Foam brick 0.075 x 0.05 x 0.05 m (rounded box); wrapped or pinched.",
         lambda: superellipsoid((0.0375, 0.025, 0.025), e_lat=0.2, e_lon=0.2, n_lat=24, n_lon=48),
-        _brick_albedo, default_pose="pinch",
+        _brick_albedo,
+        default_pose="pinch",
     ),
     "wood_block": _Entry(
         "Wooden block 0.085 x 0.085 x 0.2 m; wrapped around its body.",
-        lambda: box((0.085, 0.085, 0.2)), _wood_block_albedo,
+        lambda: box((0.085, 0.085, 0.2), step=0.01),
+        _wood_block_albedo,
     ),
 }
 

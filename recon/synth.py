@@ -16,6 +16,11 @@ object (``person_azimuth_deg``) and the cameras look at the handover from the op
 follow the project: 0 background (table, floor, wall, the person's body), 1 object, 2 hand (hand and
 forearm).
 
+The hand is a right hand of primitives (palm, thumb and four fingers of three phalanges, forearm),
+placed by the pose variant (``wrap``: palm on the side, fingers around; ``under``: palm below;
+``pinch``: palm standing off, fingertips and thumb holding) and closed onto the object GraspIt-style
+until every link touches it (``contact_gap``) or reaches its joint limit; it never penetrates it.
+
 Rendering is headless ray casting on the CPU (`open3d.t.geometry.RaycastingScene`), one geometry per
 surface so a hit's geometry id gives its label and its procedural albedo. Shading is Lambertian: a
 directional key light with hard shadows, a fill light and ambient, in linear RGB, stored as sRGB.
@@ -40,7 +45,7 @@ import numpy as np
 import open3d as o3d
 from scipy import ndimage
 
-from recon.capture import Capture, ViewData, write_capture
+from recon.capture import CAPTURE_JSON, Capture, CaptureError, ViewData, write_capture
 from recon.catalogue import (
     CatalogueObject,
     TriMesh,
@@ -156,7 +161,9 @@ class SynthConfig:
         if self.object not in object_names():
             raise ValueError(f"SynthConfig.object = {self.object!r}; expected one of {object_names()}")
         if self.hand_pose not in ("auto", "wrap", "under", "pinch"):
-            raise ValueError(f"SynthConfig.hand_pose = {self.hand_pose!r}; expected auto, wrap, under or pinch")
+            raise ValueError(
+                f"SynthConfig.hand_pose = {self.hand_pose!r}; expected auto, wrap, under or pinch"
+            )
         if self.num_views < 1:
             raise ValueError(f"SynthConfig.num_views = {self.num_views}; expected >= 1")
         if self.supersample < 1:
@@ -225,8 +232,8 @@ _FINGER_MAX = np.radians([88.0, 100.0, 75.0])
 _FINGER_RATE = np.array([1.0, 1.15, 0.85])
 _THUMB_LENGTHS = (0.042, 0.032, 0.027)
 _THUMB_RADII = (0.0125, 0.0108, 0.0098, 0.0088)
-_THUMB_MAX = np.radians([35.0, 55.0, 75.0])
-_THUMB_RATE = np.array([0.45, 1.0, 1.0])
+_THUMB_MAX = np.radians([60.0, 70.0, 80.0])
+_THUMB_RATE = np.array([0.8, 1.0, 1.0])
 
 
 @dataclass
@@ -265,7 +272,8 @@ class _Distance:
     def __init__(self, mesh: TriMesh) -> None:
         self.scene = o3d.t.geometry.RaycastingScene()
         self.scene.add_triangles(
-            o3d.core.Tensor(mesh.vertices.astype(np.float32)), o3d.core.Tensor(mesh.triangles.astype(np.uint32))
+            o3d.core.Tensor(mesh.vertices.astype(np.float32)),
+            o3d.core.Tensor(mesh.triangles.astype(np.uint32)),
         )
 
     def __call__(self, points: np.ndarray) -> np.ndarray:
@@ -310,6 +318,28 @@ def _close_chains(chains: list[_Chain], dist: _Distance, gap: float, step_deg: f
             act[: hit[0] + 1] = False
 
 
+_THUMB_CANDIDATES = ((50.0, -0.032), (75.0, -0.032), (100.0, -0.05), (25.0, -0.03), (100.0, -0.032))
+"""Thumb rest directions (degrees from the fingers toward the thumb side) and base offsets along the
+fingers (metres), in order of preference: the first that wraps onto the object wins."""
+
+
+def _close_thumb(candidates: list[_Chain], dist: _Distance, gap: float) -> _Chain:
+    """Closes each candidate thumb; returns the first that touches the object with its tip after curling
+    at least 20 degrees without penetrating it, else the best of them."""
+    scored = []
+    for c in candidates:
+        _close_chains([c], dist, gap)
+        s, r = _segment_samples(c, c.angles)
+        clear = (dist(s) - r).min(axis=1)
+        ok = clear.min() > -0.0005
+        touch = clear[-1] < gap + 0.003
+        curl = float(c.angles[1:].sum())
+        if ok and touch and curl > math.radians(20.0):
+            return c
+        scored.append((ok, touch, curl, c))
+    return max(scored, key=lambda t: t[:3])[3]
+
+
 @dataclass
 class _HandPart:
     kind: int  # 0 palm, 1 phalanx, 2 distal phalanx (nail), 3 forearm
@@ -325,6 +355,7 @@ class _Hand:
     tri_part: np.ndarray
     parts: list[_HandPart]
     keypoints: np.ndarray  # [21, 3]
+    elbow: np.ndarray  # [3]
 
 
 def _build_hand(
@@ -349,11 +380,9 @@ def _build_hand(
 
     def make_chains(center: np.ndarray) -> list[_Chain]:
         chains = []
-        for i, (kd, kl, splay, lengths, radii) in enumerate(_FINGERS):
+        for kd, kl, splay, lengths, radii in _FINGERS:
             fd = _rotate(d, n, math.radians(splay))
             rest = np.radians([6.0, 8.0, 5.0])
-            if pose == "pinch" and i >= 2:
-                rest = np.radians([55.0, 80.0, 50.0])
             chains.append(
                 _Chain(
                     base=center + scale * (kd * d + kl * l) - 0.003 * scale * n,
@@ -366,28 +395,37 @@ def _build_hand(
                     rate=_FINGER_RATE.copy(),
                 )
             )
-        td = _unit(0.62 * d + 0.78 * l)
-        chains.append(
-            _Chain(
-                base=center + scale * (-0.03 * d + 0.022 * l) + 0.002 * scale * n,
-                direction=td,
-                axis=_unit(np.cross(td, _unit(n - 0.25 * l))),
-                lengths=np.asarray(_THUMB_LENGTHS) * scale,
-                radii=np.asarray(_THUMB_RADII) * scale,
-                angles=np.radians([0.0, 5.0, 5.0]),
-                max_angles=_THUMB_MAX.copy(),
-                rate=_THUMB_RATE.copy(),
-            )
-        )
         return chains
+
+    def make_thumb(center: np.ndarray, phi_deg: float, base_d: float) -> _Chain:
+        # Rest direction at ``phi_deg`` from the fingers toward the thumb side; it curls toward the
+        # object on the far side from the fingers (it wraps the opposite way round, as in a power grasp).
+        phi = math.radians(phi_deg)
+        td = _unit(math.cos(phi) * d + math.sin(phi) * l - 0.1 * n)
+        return _Chain(
+            base=center + scale * (base_d * d + 0.02 * l - 0.002 * n),
+            direction=td,
+            axis=_unit(np.cross(td, _unit(n - 0.5 * d))),
+            lengths=np.asarray(_THUMB_LENGTHS) * scale,
+            radii=np.asarray(_THUMB_RADII) * scale,
+            angles=np.radians([10.0, 10.0, 5.0]),
+            max_angles=_THUMB_MAX.copy(),
+            rate=_THUMB_RATE.copy(),
+        )
 
     R_palm = np.stack([d, l, n], 1)
     palm_unit = superellipsoid(palm_half, e_lat=0.55, e_lon=0.45, n_lat=16, n_lon=28)
     palm_local = palm_unit.vertices
 
+    # The wrist bends halfway between the hand's axis and the forearm's natural direction.
+    forearm_dir = _unit(_unit(forearm_dir) - d)
+    wrist_offset = -0.04 * scale * d - 0.006 * scale * n
+    fore_t = np.linspace(0.0, 0.12, 13)[:, None]
+    fore_r = 0.024 * scale + (0.036 - 0.024) * scale * fore_t[:, 0] / 0.26
+
     def rest_clearance(center: np.ndarray) -> float:
-        pts = [palm_local @ R_palm.T + center]
-        rad = [np.zeros(len(palm_local))]
+        pts = [palm_local @ R_palm.T + center, center + wrist_offset + fore_t * scale * forearm_dir]
+        rad = [np.zeros(len(palm_local)), fore_r]
         for c in make_chains(center):
             s, r = _segment_samples(c, c.angles, 4)
             pts.append(s.reshape(-1, 3))
@@ -411,6 +449,7 @@ def _build_hand(
 
     chains = make_chains(center)
     _close_chains(chains, dist, gap)
+    chains.append(_close_thumb([make_thumb(center, *c) for c in _THUMB_CANDIDATES], dist, gap))
 
     parts: list[_HandPart] = []
     meshes: list[TriMesh] = []
@@ -433,17 +472,22 @@ def _build_hand(
     # Thenar bulge joining the thumb to the palm, and the forearm.
     thumb = chains[4]
     add(
-        capsule(center - 0.02 * scale * d + 0.012 * scale * l, thumb.joints()[0][1], 0.015 * scale, 0.011 * scale),
+        capsule(
+            center + scale * (-0.02 * d + 0.012 * l - 0.002 * n),
+            thumb.joints()[0][1],
+            0.014 * scale,
+            0.011 * scale,
+        ),
         _HandPart(0, center, d, 0.05, -n),
     )
-    wrist = center - 0.04 * scale * d - 0.003 * n
+    wrist = center + wrist_offset
     elbow = wrist + 0.26 * scale * forearm_dir
     add(
-        capsule(wrist, elbow, 0.025 * scale, 0.036 * scale, segments=28, rings=6),
+        capsule(wrist, elbow, 0.024 * scale, 0.036 * scale, segments=28, rings=6),
         _HandPart(3, wrist, forearm_dir, 0.26 * scale, -n),
     )
     tri_part = np.concatenate([np.full(len(m.triangles), i) for i, m in enumerate(meshes)])
-    return _Hand(TriMesh.concat(meshes), tri_part, parts, np.asarray(keypoints))
+    return _Hand(TriMesh.concat(meshes), tri_part, parts, np.asarray(keypoints), elbow)
 
 
 _SKIN_TONES = np.array(
@@ -474,12 +518,12 @@ def _hand_albedo(hand: _Hand, skin: np.ndarray, seed: int):
         col[palmar] = col[palmar] * 0.92 + np.array([0.1, 0.05, 0.05], np.float32)
         is_nail = (kind == 2) & (t > 0.5) & (t < 1.02) & (dors > 0.55)
         col[is_nail] = nail * (0.95 + 0.1 * value_noise(p[is_nail], 0.003, seed + 1))[:, None]
-        tip = is_nail & (t > 0.93)
+        tip = is_nail & (t > 0.95)
         col[tip] = np.array([0.96, 0.93, 0.9], np.float32)
         # Forearm: fine hair speckle on its back.
         fore = (kind == 3) & (dors > 0.0)
-        speck = value_noise(p[fore], 0.0012, seed + 2) > 0.8
-        col[fore] *= np.where(speck, 0.8, 1.0)[:, None].astype(np.float32)
+        speck = value_noise(p[fore], 0.0012, seed + 2) > 0.85
+        col[fore] *= np.where(speck, 0.9, 1.0)[:, None].astype(np.float32)
         return col
 
     return albedo
@@ -531,7 +575,7 @@ class SynthScene:
                 )
                 assert gid == i, (gid, i)
             self._raycaster = rc
-            self._normals = [s.mesh.vertex_normals() for s in self.surfaces]
+            self._normals = [s.mesh.vertex_normals().astype(np.float32) for s in self.surfaces]
         return self._raycaster
 
 
@@ -566,7 +610,9 @@ def _env_albedo(kind: str, origin: np.ndarray, u_axis: np.ndarray, seed: int, rn
             w = q @ _unit(np.cross(v_axis, u_axis))
             tile = (np.floor(u / 0.4) + np.floor(w / 0.4)) % 2
             col = np.where(tile[:, None] > 0, [0.55, 0.53, 0.5], [0.45, 0.44, 0.42]).astype(np.float32)
-            grout = (np.abs(u / 0.4 - np.round(u / 0.4)) < 0.015) | (np.abs(w / 0.4 - np.round(w / 0.4)) < 0.015)
+            grout = (np.abs(u / 0.4 - np.round(u / 0.4)) < 0.015) | (
+                np.abs(w / 0.4 - np.round(w / 0.4)) < 0.015
+            )
             col[grout] = 0.3
             return col * (0.85 + 0.3 * fbm(p, 0.05, seed, 3))[:, None]
         if kind == "table":
@@ -588,15 +634,18 @@ def _env_albedo(kind: str, origin: np.ndarray, u_axis: np.ndarray, seed: int, rn
             z = p[:, 2]
             col[z < 0.08 - 0.75] = [0.92, 0.92, 0.9]
             for cu, cz, hw, hh, k in posters:
-                inside = (np.abs(u - cu) < hw / 2) & (np.abs(z - cz) < hh / 2)
-                frame = inside & ((np.abs(u - cu) > hw / 2 - 0.015) | (np.abs(z - cz) > hh / 2 - 0.015))
-                blob = fbm(p, 0.06, seed + 10 + k, 3)
-                art = hues[k] * (0.5 + blob[:, None]) * (0.7 + 0.3 * (hash01(
-                    np.floor((u - cu) / 0.05), np.floor((z - cz) / 0.05), seed=seed + k) > 0.5))[:, None]
-                col[inside] = art[inside]
-                txt = inside & glyph_text(u - cu, z - cz, 0.012, 0.025, seed + 20 + k, 0.7) & (z < cz - hh * 0.3)
-                col[txt] = 0.1
-                col[frame] = 0.12
+                inside = np.flatnonzero((np.abs(u - cu) < hw / 2) & (np.abs(z - cz) < hh / 2))
+                if inside.size == 0:
+                    continue
+                pu, pz = u[inside] - cu, z[inside] - cz
+                blocks = hash01(np.floor(pu / 0.05), np.floor(pz / 0.05), seed=seed + k) > 0.5
+                art = (
+                    hues[k] * ((0.5 + fbm(p[inside], 0.06, seed + 10 + k, 3)) * (0.7 + 0.3 * blocks))[:, None]
+                )
+                txt = glyph_text(pu, pz, 0.012, 0.025, seed + 20 + k, 0.7) & (pz < -hh * 0.3)
+                art[txt] = 0.1
+                art[(np.abs(pu) > hw / 2 - 0.015) | (np.abs(pz) > hh / 2 - 0.015)] = 0.12
+                col[inside] = art
             return col
         if kind == "shirt":
             col = np.broadcast_to(shirt, (len(p), 3)).astype(np.float32).copy()
@@ -613,7 +662,10 @@ def _head_albedo(skin: np.ndarray, top_z: float, seed: int):
         col = np.broadcast_to(skin, (len(p), 3)).astype(np.float32).copy()
         col *= (0.9 + 0.2 * fbm(p, 0.02, seed, 2))[:, None]
         hair = p[:, 2] > top_z - 0.06 + 0.03 * np.sin(np.arctan2(p[:, 1], p[:, 0]) * 3)
-        col[hair] = np.array([0.12, 0.09, 0.07], np.float32) * (0.8 + 0.4 * value_noise(p[hair], 0.004, seed))[:, None]
+        col[hair] = (
+            np.array([0.12, 0.09, 0.07], np.float32)
+            * (0.8 + 0.4 * value_noise(p[hair], 0.004, seed))[:, None]
+        )
         return col
 
     return albedo
@@ -633,6 +685,8 @@ def build_scene(cfg: SynthConfig) -> SynthScene:
     if pose in ("wrap", "pinch"):
         n_o = -obj.palm_side
         d_o = np.cross(n_o, ez)
+        if pose == "wrap":  # the object lies diagonally across the palm, fingers pointing a little down
+            d_o = _rotate(d_o, n_o, math.radians(rng.uniform(12.0, 24.0)))
         grip_o = obj.grip_center.copy()
         if pose == "pinch":
             grip_o[2] += 0.3 * half[2]
@@ -658,9 +712,18 @@ def build_scene(cfg: SynthConfig) -> SynthScene:
     obj_mesh = obj.trimesh.transformed(T_obj)
 
     slope = math.radians(rng.uniform(10.0, 25.0) if pose != "pinch" else rng.uniform(5.0, 15.0))
-    forearm_dir = np.array([math.cos(arm_az) * math.cos(slope), math.sin(arm_az) * math.cos(slope), -math.sin(slope)])
+    forearm_dir = np.array(
+        [math.cos(arm_az) * math.cos(slope), math.sin(arm_az) * math.cos(slope), -math.sin(slope)]
+    )
     hand = _build_hand(
-        obj_mesh, T_obj[:3, :3] @ grip_o + center, R_obj @ n_o, R_obj @ d_o, pose, forearm_dir, scale, cfg.contact_gap
+        obj_mesh,
+        T_obj[:3, :3] @ grip_o + center,
+        R_obj @ n_o,
+        R_obj @ d_o,
+        pose,
+        forearm_dir,
+        scale,
+        cfg.contact_gap,
     )
     skin = np.clip(_SKIN_TONES[rng.integers(len(_SKIN_TONES))] + rng.uniform(-0.025, 0.025, 3), 0, 1)
 
@@ -674,11 +737,17 @@ def build_scene(cfg: SynthConfig) -> SynthScene:
     T_torso = np.eye(4)
     T_torso[:3, :3] = R_body
     T_torso[:3, 3] = [torso_c[0], torso_c[1], (torso_top + torso_bottom) / 2]
-    torso = superellipsoid((0.19, 0.11, torso_h / 2), e_lat=0.25, e_lon=0.6, n_lat=20, n_lon=40).transformed(T_torso)
+    torso = superellipsoid((0.19, 0.11, torso_h / 2), e_lat=0.25, e_lon=0.6, n_lat=20, n_lon=40).transformed(
+        T_torso
+    )
     shoulder = np.array([torso_c[0], torso_c[1], torso_top - 0.05]) + 0.16 * right
-    elbow = hand.keypoints[0] + 0.26 * scale * forearm_dir
+    elbow = hand.elbow
+    forearm_dir = _unit(elbow - hand.keypoints[0])
     upper_arm = TriMesh.concat(
-        [capsule(elbow, shoulder, 0.043, 0.05, 24, 6), capsule(elbow - 0.03 * forearm_dir, elbow, 0.04, 0.045)]
+        [
+            capsule(elbow, shoulder, 0.043, 0.05, 24, 6),
+            capsule(elbow - 0.03 * forearm_dir, elbow, 0.04, 0.045),
+        ]
     )
     neck_base = np.array([torso_c[0], torso_c[1], torso_top])
     head_c = neck_base + np.array([0.0, 0.0, 0.17])
@@ -698,16 +767,25 @@ def build_scene(cfg: SynthConfig) -> SynthScene:
     T_wall = np.eye(4)
     T_wall[:3, :3] = np.stack([right, person_dir, ez], 1)
     T_wall[:3, 3] = wall_c
-    wall = box((8.0, 0.05, 2.6)).transformed(T_wall)
+    side_walls = [
+        box((0.05, 8.0, 2.6), center=(sign * 3.0, 0.0, 0.0)).transformed(T_wall) for sign in (-1.0, 1.0)
+    ]
+    wall = TriMesh.concat([box((8.0, 0.05, 2.6)).transformed(T_wall), *side_walls])
     wall_face = wall_c - 0.025 * person_dir
 
     seed = int(rng.integers(1 << 30))
     surfaces = [
         _Surface("object", obj_mesh, LABEL_OBJECT, _object_albedo(obj, T_obj)),
         _Surface("hand", hand.mesh, LABEL_HAND, _hand_albedo(hand, skin, seed + 1)),
-        _Surface("table", table, LABEL_BACKGROUND, _env_albedo("table", T_tab[:3, 3], T_tab[:3, 0], seed + 2, rng)),
-        _Surface("floor", floor, LABEL_BACKGROUND, _env_albedo("floor", np.zeros(3), np.eye(3)[0], seed + 3, rng)),
-        _Surface("wall", wall, LABEL_BACKGROUND, _env_albedo("wall", wall_face * [1, 1, 0], right, seed + 4, rng)),
+        _Surface(
+            "table", table, LABEL_BACKGROUND, _env_albedo("table", T_tab[:3, 3], T_tab[:3, 0], seed + 2, rng)
+        ),
+        _Surface(
+            "floor", floor, LABEL_BACKGROUND, _env_albedo("floor", np.zeros(3), np.eye(3)[0], seed + 3, rng)
+        ),
+        _Surface(
+            "wall", wall, LABEL_BACKGROUND, _env_albedo("wall", wall_face * [1, 1, 0], right, seed + 4, rng)
+        ),
         _Surface(
             "body",
             TriMesh.concat([torso, upper_arm, neck]),
@@ -755,23 +833,27 @@ def camera_rig(cfg: SynthConfig, scene: SynthScene) -> list[np.ndarray]:
     return poses
 
 
-def _pixel_rays(K: tuple[float, float, float, float], c2w: np.ndarray, width: int, height: int, offsets: np.ndarray):
-    """World ray origins and directions (camera z component 1) through pixel (u, v) + offset."""
+def _pixel_rays(
+    K: tuple[float, float, float, float], c2w: np.ndarray, width: int, height: int, offsets: np.ndarray
+):
+    """World ray directions [N, 3] float32 (camera z component 1) through pixel (u, v) + offset, for
+    each offset in turn (all rays start at the camera centre)."""
     fx, fy, cx, cy = K
     R = c2w[:3, :3]
     u = np.arange(width, dtype=np.float64)
     v = np.arange(height, dtype=np.float64)
-    dirs = []
-    for ox, oy in offsets:
+    d = np.empty((len(offsets), height, width, 3), np.float32)
+    for k, (ox, oy) in enumerate(offsets):
         x = ((u + ox - cx) / fx)[None, :, None]
         y = ((v + oy - cy) / fy)[:, None, None]
-        dirs.append((x * R[:, 0] + y * R[:, 1] + R[:, 2]).reshape(-1, 3))
-    d = np.concatenate(dirs) if len(dirs) > 1 else dirs[0]
-    return np.broadcast_to(c2w[:3, 3], d.shape), d
+        d[k] = x * R[:, 0] + y * R[:, 1] + R[:, 2]
+    return d.reshape(-1, 3)
 
 
-def _cast(scene: SynthScene, origins: np.ndarray, dirs: np.ndarray) -> dict[str, np.ndarray]:
-    rays = np.concatenate([origins, dirs], 1).astype(np.float32)
+def _cast(scene: SynthScene, origin: np.ndarray, dirs: np.ndarray) -> dict[str, np.ndarray]:
+    rays = np.empty((len(dirs), 6), np.float32)
+    rays[:, :3] = origin
+    rays[:, 3:] = dirs
     out = scene.raycaster().cast_rays(o3d.core.Tensor(rays))
     return {k: v.numpy() for k, v in out.items()}
 
@@ -798,7 +880,8 @@ def render_view(
     npix = width * height
 
     # Pixel centres: depth, labels, incidence.
-    o, d = _pixel_rays(K, c2w, width, height, np.array([[0.5, 0.5]]))
+    o = c2w[:3, 3].astype(np.float32)
+    d = _pixel_rays(K, c2w, width, height, np.array([[0.5, 0.5]]))
     hit = _cast(scene, o, d)
     gid = hit["geometry_ids"]
     ok = gid != invalid
@@ -812,18 +895,18 @@ def render_view(
     offs = (np.arange(ss) + 0.5) / ss
     offsets = np.stack(np.meshgrid(offs, offs, indexing="xy"), -1).reshape(-1, 2)
     if ss == 1:
-        o_c, d_c, h_c = o, d, hit
+        d_c, h_c = d, hit
     else:
-        o_c, d_c = _pixel_rays(K, c2w, width, height, offsets)
-        h_c = _cast(scene, o_c, d_c)
+        d_c = _pixel_rays(K, c2w, width, height, offsets)
+        h_c = _cast(scene, o, d_c)
     g = h_c["geometry_ids"]
     rgb = np.full((len(g), 3), 0.02, np.float32)
     okc = np.flatnonzero(g != invalid)
-    t = h_c["t_hit"][okc].astype(np.float64)
-    pts = o_c[okc] + t[:, None] * d_c[okc]
+    dv = d_c[okc]
+    pts = o + h_c["t_hit"][okc, None] * dv
     prim = h_c["primitive_ids"][okc].astype(np.int64)
-    uv = h_c["primitive_uvs"][okc].astype(np.float64)
-    fn = h_c["primitive_normals"][okc].astype(np.float64)
+    uv = h_c["primitive_uvs"][okc]
+    fn = h_c["primitive_normals"][okc]
     gsel = g[okc]
     nrm = np.zeros_like(pts)
     alb = np.zeros((len(okc), 3), np.float32)
@@ -833,26 +916,26 @@ def render_view(
             continue
         tri = s.mesh.triangles[prim[sel]]
         vn = scene._normals[i]
-        w = np.stack([1.0 - uv[sel, 0] - uv[sel, 1], uv[sel, 0], uv[sel, 1]], 1)
-        n_i = w[:, 0:1] * vn[tri[:, 0]] + w[:, 1:2] * vn[tri[:, 1]] + w[:, 2:3] * vn[tri[:, 2]]
+        b1, b2 = uv[sel, 0:1], uv[sel, 1:2]
+        n_i = (1.0 - b1 - b2) * vn[tri[:, 0]] + b1 * vn[tri[:, 1]] + b2 * vn[tri[:, 2]]
         bad = np.linalg.norm(n_i, axis=1) < 1e-6
         n_i[bad] = fn[sel][bad]
-        n_i = _unit(n_i)
+        n_i /= np.linalg.norm(n_i, axis=1, keepdims=True)
         nrm[sel] = n_i
         alb[sel] = s.albedo(pts[sel], n_i, prim[sel])
     # Two-sided shading: normals face the viewer.
-    dv = d_c[okc]
     flip = np.sum(nrm * dv, 1) > 0
     nrm[flip] *= -1
     fn[np.sum(fn * dv, 1) > 0] *= -1
-    key = np.clip(nrm @ scene.key_light, 0.0, None)
+    key = np.clip(nrm @ scene.key_light.astype(np.float32), 0.0, None)
     if shadows:
         lit = np.flatnonzero(key > 0)
         origin = pts[lit] + fn[lit] * 1e-3
-        rays = np.concatenate([origin, np.broadcast_to(scene.key_light, origin.shape)], 1).astype(np.float32)
+        rays = np.empty((len(lit), 6), np.float32)
+        rays[:, :3], rays[:, 3:] = origin, scene.key_light
         occluded = rc.test_occlusions(o3d.core.Tensor(rays)).numpy().astype(bool)
         key[lit[occluded]] = 0.0
-    fill = np.clip(nrm @ scene.fill_light, 0.0, None)
+    fill = np.clip(nrm @ scene.fill_light.astype(np.float32), 0.0, None)
     shade = 0.32 + 0.85 * key + 0.22 * fill
     rgb[okc] = (_srgb_to_linear(alb) * shade[:, None]).astype(np.float32)
     rgb = rgb.reshape(len(offsets), npix, 3).mean(0)
@@ -906,7 +989,9 @@ def synthesize_views(cfg: SynthConfig) -> tuple[list[ViewData], dict[str, np.nda
             srgb = srgb + rng.standard_normal(srgb.shape) * cfg.rgb_noise_std
         else:
             lo, hi = cfg.depth_range
-            depth = np.where((out["depth"] >= lo) & (out["depth"] <= hi), out["depth"], 0.0).astype(np.float32)
+            depth = np.where((out["depth"] >= lo) & (out["depth"] <= hi), out["depth"], 0.0).astype(
+                np.float32
+            )
         rgb = np.clip(np.rint(srgb), 0, 255).astype(np.uint8)
         fx, fy, cx, cy = K
         views.append(ViewData(name, rgb, depth, out["mask"], fx, fy, cx, cy, c2w))
@@ -930,6 +1015,11 @@ def generate_capture(cfg: SynthConfig, out: Path | str, overwrite: bool = False)
         overwrite: Replace a capture already in ``out``.
     """
     out = Path(out)
+    if (out / CAPTURE_JSON).exists() and not overwrite:
+        raise CaptureError(
+            f"{out / CAPTURE_JSON}: a capture already exists there; pass overwrite=True or choose "
+            "another folder"
+        )
     views, gt_depth, scene = synthesize_views(cfg)
     gt_dir = out / "gt"
     gt_dir.mkdir(parents=True, exist_ok=True)
@@ -976,9 +1066,15 @@ def generate_capture(cfg: SynthConfig, out: Path | str, overwrite: bool = False)
 def _turbo(t: np.ndarray) -> np.ndarray:
     """Polynomial approximation of the Turbo colormap, ``t`` in [0, 1] -> RGB [..., 3] in [0, 1]."""
     t = np.clip(t, 0.0, 1.0)
-    r = 0.13572138 + t * (4.61539260 + t * (-42.66032258 + t * (132.13108234 + t * (-152.94239396 + t * 59.28637943))))
-    g = 0.09140261 + t * (2.19418839 + t * (4.84296658 + t * (-14.18503333 + t * (4.27729857 + t * 2.82956604))))
-    b = 0.10667330 + t * (12.64194608 + t * (-60.58204836 + t * (110.36276771 + t * (-89.90310912 + t * 27.34824973))))
+    r = 0.13572138 + t * (
+        4.61539260 + t * (-42.66032258 + t * (132.13108234 + t * (-152.94239396 + t * 59.28637943)))
+    )
+    g = 0.09140261 + t * (
+        2.19418839 + t * (4.84296658 + t * (-14.18503333 + t * (4.27729857 + t * 2.82956604)))
+    )
+    b = 0.10667330 + t * (
+        12.64194608 + t * (-60.58204836 + t * (110.36276771 + t * (-89.90310912 + t * 27.34824973)))
+    )
     return np.clip(np.stack([r, g, b], -1), 0.0, 1.0)
 
 
