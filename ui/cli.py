@@ -1,33 +1,120 @@
-"""The `splatsim` command line: one entry point, a subcommand per stage (like `ns-train`)."""
+"""The `splatsim` command line: one entry point, a subcommand per stage (like `ns-train`).
+
+    splatsim capture synth | dexycb | nerfstudio   make a capture folder
+    splatsim render-check                           renderer smoke test (PNG)
+    splatsim demo                                   the whole studio on the built-in default scene
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import sys
+from pathlib import Path
 from typing import Annotated, Union
 
 import tyro
+
+from recon.synth import SynthConfig
+
+
+@dataclasses.dataclass
+class CaptureSynth:
+    """Generate a synthetic handover capture (seeded, deterministic, with ground truth)."""
+
+    out: Path = Path("runs/default/capture")
+    """Capture folder to write."""
+    config: tyro.conf.OmitArgPrefixes[SynthConfig] = dataclasses.field(default_factory=SynthConfig)
+    overwrite: bool = False
+    """Replace an existing capture in `out`."""
+
+    def run(self) -> int:
+        import imageio.v3 as iio
+        from rich.console import Console
+
+        from recon.synth import contact_sheet, generate_capture
+
+        console = Console()
+        with console.status(f"rendering {self.config.num_views} views of '{self.config.object}'"):
+            cap = generate_capture(self.config, self.out, overwrite=self.overwrite)
+        sheet = self.out / "contact_sheet.png"
+        iio.imwrite(sheet, contact_sheet(cap))
+        console.print(f"capture with {cap.num_views} views → {self.out}  (preview: {sheet})")
+        return 0
+
+
+@dataclasses.dataclass
+class CaptureDexYCB:
+    """Convert one frame of a DexYCB sequence into a capture folder."""
+
+    root: Path
+    """DexYCB root (holding calibration/ and the subject folders)."""
+    sequence: str
+    """Sequence path relative to the root, e.g. 20200709-subject-01/20200709_141754."""
+    out: Path = Path("runs/dexycb/capture")
+    frame: int = 0
+    serials: tuple[str, ...] = ()
+    """Camera serials to keep (default: all of the sequence's cameras)."""
+    overwrite: bool = False
+
+    def run(self) -> int:
+        from recon.readers.dexycb import read_dexycb
+
+        cap = read_dexycb(self.root, self.sequence, self.frame, list(self.serials) or None, self.out, overwrite=self.overwrite)
+        print(f"capture with {cap.num_views} views → {self.out}")
+        return 0
+
+
+@dataclasses.dataclass
+class CaptureNerfstudio:
+    """Convert a nerfstudio transforms.json with depth and label masks into a capture folder."""
+
+    transforms: Path
+    """The transforms.json file."""
+    out: Path = Path("runs/nerfstudio/capture")
+    depth_unit_scale_factor: float = 1e-3
+    """Metres per depth-file unit (nerfstudio's default: millimetres)."""
+    overwrite: bool = False
+
+    def run(self) -> int:
+        from recon.readers.nerfstudio import read_nerfstudio
+
+        cap = read_nerfstudio(self.transforms, self.out, self.depth_unit_scale_factor, overwrite=self.overwrite)
+        print(f"capture with {cap.num_views} views → {self.out}")
+        return 0
+
+
+@dataclasses.dataclass
+class CaptureGroup:
+    """Make a capture folder: synthetic, or converted from DexYCB / nerfstudio."""
+
+    cmd: tyro.conf.OmitArgPrefixes[
+        Union[
+            Annotated[CaptureSynth, tyro.conf.subcommand("synth")],
+            Annotated[CaptureDexYCB, tyro.conf.subcommand("dexycb")],
+            Annotated[CaptureNerfstudio, tyro.conf.subcommand("nerfstudio")],
+        ]
+    ]
+
+    def run(self) -> int:
+        return self.cmd.run()
 
 
 @dataclasses.dataclass
 class Demo:
     """Run the whole studio on the built-in default scene."""
 
-    out: str = "runs/demo"
+    out: Path = Path("runs/demo")
     """Folder the run writes into."""
 
     def run(self) -> int:
-        from rich.console import Console
+        from ui.demo import run_demo
 
-        console = Console()
-        console.print("[bold]splatsim demo[/bold]: the end-to-end demo is not built yet.")
-        console.print("Stages available now: `splatsim render-check` (renderer smoke test).")
-        return 0
+        return run_demo(self)
 
 
 @dataclasses.dataclass
 class RenderCheck:
-    """Render a random Gaussian scene with the CPU backend and write a PNG (a renderer smoke test)."""
+    """Render a built-in Gaussian scene with the CPU backend and write a PNG (a renderer smoke test)."""
 
     out: str = "runs/render_check.png"
     """PNG to write (RGB | depth | labels side by side)."""
@@ -44,15 +131,22 @@ class RenderCheck:
         return render_check(self)
 
 
-Commands = Union[
-    Annotated[Demo, tyro.conf.subcommand("demo")],
-    Annotated[RenderCheck, tyro.conf.subcommand("render-check")],
+Commands = tyro.conf.OmitSubcommandPrefixes[
+    Union[
+        Annotated[Demo, tyro.conf.subcommand("demo")],
+        Annotated[CaptureGroup, tyro.conf.subcommand("capture")],
+        Annotated[RenderCheck, tyro.conf.subcommand("render-check")],
+    ]
 ]
 
 
 def main(argv: list[str] | None = None) -> int:
     cmd = tyro.cli(Commands, args=argv, prog="splatsim")
-    rc = cmd.run()
+    try:
+        rc = cmd.run()
+    except ValueError as e:  # user-facing errors (bad files, bad configs) without a traceback
+        print(f"splatsim: error: {e}", file=sys.stderr)
+        return 2
     return int(rc or 0)
 
 
