@@ -1,8 +1,8 @@
 """The `splatsim` command line: one entry point, a subcommand per stage (like `ns-train`).
 
-    splatsim capture synth | dexycb | nerfstudio   make a capture folder
-    splatsim render-check                           renderer smoke test (PNG)
-    splatsim demo                                   the whole studio on the built-in default scene
+splatsim capture synth | dexycb | nerfstudio   make a capture folder
+splatsim render-check                           renderer smoke test (PNG)
+splatsim demo                                   the whole studio on the built-in default scene
 """
 
 from __future__ import annotations
@@ -59,7 +59,14 @@ class CaptureDexYCB:
     def run(self) -> int:
         from recon.readers.dexycb import read_dexycb
 
-        cap = read_dexycb(self.root, self.sequence, self.frame, list(self.serials) or None, self.out, overwrite=self.overwrite)
+        cap = read_dexycb(
+            self.root,
+            self.sequence,
+            self.frame,
+            list(self.serials) or None,
+            self.out,
+            overwrite=self.overwrite,
+        )
         print(f"capture with {cap.num_views} views → {self.out}")
         return 0
 
@@ -78,7 +85,9 @@ class CaptureNerfstudio:
     def run(self) -> int:
         from recon.readers.nerfstudio import read_nerfstudio
 
-        cap = read_nerfstudio(self.transforms, self.out, self.depth_unit_scale_factor, overwrite=self.overwrite)
+        cap = read_nerfstudio(
+            self.transforms, self.out, self.depth_unit_scale_factor, overwrite=self.overwrite
+        )
         print(f"capture with {cap.num_views} views → {self.out}")
         return 0
 

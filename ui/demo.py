@@ -68,7 +68,17 @@ def _recon_stage(out: Path, capture_hash: str, console: Console) -> tuple[str, d
     console.print("scene: reconstructing (resumes from the last checkpoint if interrupted)")
     res = run_recon(cfg, out / "capture", d)
     rep = res.report
-    summary = {k: rep.get(k) for k in ("heldout_psnr_db", "depth_median_err_m", "mask_iou_object", "mask_iou_hand", "num_gaussians", "wall_s")}
+    summary = {
+        k: rep.get(k)
+        for k in (
+            "heldout_psnr_db",
+            "depth_median_err_m",
+            "mask_iou_object",
+            "mask_iou_hand",
+            "num_gaussians",
+            "wall_s",
+        )
+    }
     stages.mark_finished(d, h, summary)
     console.print(f"[green]✓[/green] scene: {rep.get('num_gaussians')} Gaussians → {d}")
     return h, summary

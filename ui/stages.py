@@ -32,7 +32,9 @@ def _jsonable(obj: Any) -> Any:
 
 def stage_hash(name: str, config: Any, *upstream: str) -> str:
     """Hash of a stage's name, its configuration and the hashes of the stages it reads from."""
-    payload = json.dumps({"stage": name, "config": _jsonable(config), "upstream": list(upstream)}, sort_keys=True, default=str)
+    payload = json.dumps(
+        {"stage": name, "config": _jsonable(config), "upstream": list(upstream)}, sort_keys=True, default=str
+    )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -51,7 +53,9 @@ def mark_finished(stage_dir: Path, h: str, summary: dict[str, Any]) -> None:
     stage_dir = Path(stage_dir)
     stage_dir.mkdir(parents=True, exist_ok=True)
     tmp = stage_dir / (MARKER + ".tmp")
-    tmp.write_text(json.dumps({"hash": h, "finished_at": time.time(), "summary": _jsonable(summary)}, indent=2))
+    tmp.write_text(
+        json.dumps({"hash": h, "finished_at": time.time(), "summary": _jsonable(summary)}, indent=2)
+    )
     os.replace(tmp, stage_dir / MARKER)
 
 

@@ -74,7 +74,9 @@ def check_cameras(viewmats: Tensor, Ks: Tensor, width: int, height: int) -> None
     if viewmats.ndim != 3 or viewmats.shape[1:] != (4, 4):
         raise ValueError(f"camera poses must be [C, 4, 4], got {tuple(viewmats.shape)}")
     if Ks.shape != (viewmats.shape[0], 3, 3):
-        raise ValueError(f"intrinsics must be [C, 3, 3] matching {viewmats.shape[0]} cameras, got {tuple(Ks.shape)}")
+        raise ValueError(
+            f"intrinsics must be [C, 3, 3] matching {viewmats.shape[0]} cameras, got {tuple(Ks.shape)}"
+        )
     if not torch.isfinite(viewmats).all():
         raise ValueError("camera poses contain NaN or inf")
     if not torch.isfinite(Ks).all():
@@ -105,7 +107,13 @@ def check_gaussians(means: Tensor, quats: Tensor, scales: Tensor, opacities: Ten
     ):
         if tuple(t.shape) != shape:
             raise ValueError(f"Gaussian {name} must have shape {shape}, got {tuple(t.shape)}")
-    for name, t in (("means", means), ("quats", quats), ("scales", scales), ("opacities", opacities), ("colors", colors)):
+    for name, t in (
+        ("means", means),
+        ("quats", quats),
+        ("scales", scales),
+        ("opacities", opacities),
+        ("colors", colors),
+    ):
         bad = ~torch.isfinite(t.detach())
         if bad.any():
             idx = int(torch.nonzero(bad.reshape(N, -1).any(-1))[0]) if N else -1
@@ -156,7 +164,9 @@ def rasterize(
         rgb = torch.zeros(C, height, width, 3, dtype=dtype, device=device)
         if backgrounds is not None:
             rgb = rgb + backgrounds.reshape(-1, 1, 1, 3).to(dtype)
-        return RenderOutput(rgb=rgb, depth=zeros, alpha=zeros, labels=torch.zeros(C, height, width, 3, dtype=dtype))
+        return RenderOutput(
+            rgb=rgb, depth=zeros, alpha=zeros, labels=torch.zeros(C, height, width, 3, dtype=dtype)
+        )
 
     c2w_centers = torch.linalg.inv(viewmats)[:, :3, 3]
     if colors.ndim == 3:
@@ -167,7 +177,20 @@ def rasterize(
 
     if backend == "gsplat":
         return _rasterize_gsplat(
-            means, quats, scales, opacities, rgb, onehot, viewmats, Ks, width, height, backgrounds, eps2d, near_plane, far_plane
+            means,
+            quats,
+            scales,
+            opacities,
+            rgb,
+            onehot,
+            viewmats,
+            Ks,
+            width,
+            height,
+            backgrounds,
+            eps2d,
+            near_plane,
+            far_plane,
         )
 
     proj = project_gaussians(means, quats, scales, viewmats, Ks, width, height, eps2d, near_plane, far_plane)
@@ -195,7 +218,9 @@ def _finish(acc: Tensor, alpha: Tensor, backgrounds: Tensor | None) -> RenderOut
     return RenderOutput(rgb=rgb, depth=depth, alpha=alpha, labels=acc[..., 4:7])
 
 
-def _rasterize_gsplat(means, quats, scales, opacities, rgb, onehot, viewmats, Ks, width, height, backgrounds, eps2d, near, far):
+def _rasterize_gsplat(
+    means, quats, scales, opacities, rgb, onehot, viewmats, Ks, width, height, backgrounds, eps2d, near, far
+):
     from gsplat import rasterization
 
     C = viewmats.shape[0]

@@ -170,6 +170,10 @@ def composite_torch_tiles(
         alive = alive & ~(stop.any(dim=1))
         del last_T
     # scatter tiles back to images
-    acc_img = acc.reshape(C, nty, ntx, tile, tile, D).permute(0, 1, 3, 2, 4, 5).reshape(C, nty * tile, ntx * tile, D)
+    acc_img = (
+        acc.reshape(C, nty, ntx, tile, tile, D)
+        .permute(0, 1, 3, 2, 4, 5)
+        .reshape(C, nty * tile, ntx * tile, D)
+    )
     T_img = T.reshape(C, nty, ntx, tile, tile).permute(0, 1, 3, 2, 4).reshape(C, nty * tile, ntx * tile)
     return acc_img[:, :height, :width], 1.0 - T_img[:, :height, :width]

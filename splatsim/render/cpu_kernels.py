@@ -122,7 +122,9 @@ def bin_gaussians(means2d, ext, depths, valid, width, height):
         for i in range(nk):
             n = keep[srt[i]]
             orders[c, i] = n
-            x0, x1, y0, y1 = _tile_rect(means2d[c, n, 0], means2d[c, n, 1], ext[c, n, 0], ext[c, n, 1], width, height)
+            x0, x1, y0, y1 = _tile_rect(
+                means2d[c, n, 0], means2d[c, n, 1], ext[c, n, 0], ext[c, n, 1], width, height
+            )
             for ty in range(y0 // TILE, y1 // TILE + 1):
                 for tx in range(x0 // TILE, x1 // TILE + 1):
                     counts[c * nt + ty * ntx + tx + 1] += 1
@@ -133,7 +135,9 @@ def bin_gaussians(means2d, ext, depths, valid, width, height):
     for c in range(C):
         for i in range(norder[c]):
             n = orders[c, i]
-            x0, x1, y0, y1 = _tile_rect(means2d[c, n, 0], means2d[c, n, 1], ext[c, n, 0], ext[c, n, 1], width, height)
+            x0, x1, y0, y1 = _tile_rect(
+                means2d[c, n, 0], means2d[c, n, 1], ext[c, n, 0], ext[c, n, 1], width, height
+            )
             for ty in range(y0 // TILE, y1 // TILE + 1):
                 for tx in range(x0 // TILE, x1 // TILE + 1):
                     t = c * nt + ty * ntx + tx
@@ -252,7 +256,9 @@ def rasterize_forward(offsets, ids, means2d, conics, opac, feats, ext, width, he
                 continue
             lo = _U(r0 * TILE)
             hi = _U((r1 + 1) * TILE)
-            nterm = _fwd_rows(st, lo, hi, x0f, y0f, g[j, 0], g[j, 1], g[j, 2], g[j, 3], g[j, 4], g[j, 5], np.float32(j))
+            nterm = _fwd_rows(
+                st, lo, hi, x0f, y0f, g[j, 0], g[j, 1], g[j, 2], g[j, 3], g[j, 4], g[j, 5], np.float32(j)
+            )
             for k in range(D):
                 _fwd_channel(st, _ACC + _U(k * TILE_PIX), lo, hi, gf[j, k])
             alive -= nterm
@@ -343,7 +349,9 @@ def _bwd_geom(st, lo, hi, x0f, y0f, mx, my, ca, cb, cc, op, out):
 
 
 @nb.njit(parallel=True, fastmath=_FM, cache=True)
-def rasterize_backward(offsets, ids, means2d, conics, opac, feats, ext, width, height, t_final, last, v_out, v_alpha):
+def rasterize_backward(
+    offsets, ids, means2d, conics, opac, feats, ext, width, height, t_final, last, v_out, v_alpha
+):
     """Gradients per intersection: [n_isect, 6 + D] = (d mx, d my, d a, d b, d c, d opacity, d feats)."""
     C, N, D = feats.shape
     ntx = (width + TILE - 1) // TILE
