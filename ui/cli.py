@@ -15,6 +15,7 @@ from typing import Annotated, Union
 import tyro
 
 from recon.synth import SynthConfig
+from trajgen.grasps import GraspConfig
 
 
 @dataclasses.dataclass
@@ -109,6 +110,26 @@ class CaptureGroup:
 
 
 @dataclasses.dataclass
+class Grasps:
+    """Sample grasps on the reconstructed object and keep those that stay clear of the hand."""
+
+    scene: Path = Path("runs/default/scene")
+    """Scene folder from `splatsim recon` (object.ply, hand.ply, scene.json)."""
+    out: Path = Path("runs/default/grasps.json")
+    """grasps.json to write (grasps.png is written beside it)."""
+    config: tyro.conf.OmitArgPrefixes[GraspConfig] = dataclasses.field(default_factory=GraspConfig)
+
+    def run(self) -> int:
+        from rich.console import Console
+
+        from trajgen.grasps import run_grasps
+
+        res = run_grasps(self.config, self.scene, self.out)
+        Console().print(f"{len(res.kept)} safe grasps kept → {self.out} (picture: {res.png_path})")
+        return 0
+
+
+@dataclasses.dataclass
 class Demo:
     """Run the whole studio on the built-in default scene."""
 
@@ -144,6 +165,7 @@ Commands = tyro.conf.OmitSubcommandPrefixes[
     Union[
         Annotated[Demo, tyro.conf.subcommand("demo")],
         Annotated[CaptureGroup, tyro.conf.subcommand("capture")],
+        Annotated[Grasps, tyro.conf.subcommand("grasps")],
         Annotated[RenderCheck, tyro.conf.subcommand("render-check")],
     ]
 ]
@@ -153,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     cmd = tyro.cli(Commands, args=argv, prog="splatsim")
     try:
         rc = cmd.run()
-    except ValueError as e:  # user-facing errors (bad files, bad configs) without a traceback
+    except (ValueError, FileNotFoundError) as e:  # user-facing errors (bad files, bad configs), no traceback
         print(f"splatsim: error: {e}", file=sys.stderr)
         return 2
     return int(rc or 0)

@@ -1,7 +1,7 @@
 """Stage bookkeeping for `splatsim demo`: content-hashed configs so finished stages are reused.
 
-A finished stage leaves `<stage dir>/.stage.json` holding the hash of its configuration and of its
-inputs' hashes, plus a short summary. A re-run with the same hash skips the stage; a changed config or
+A finished stage leaves `<run dir>/.stages/<stage>.json` holding the hash of its configuration and of
+its inputs' hashes, plus a short summary. A re-run with the same hash skips the stage; a changed config or
 a changed upstream stage re-runs it (and everything downstream, whose input hash changes with it).
 """
 
@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-MARKER = ".stage.json"
+MARKERS = ".stages"
 
 
 def _jsonable(obj: Any) -> Any:
@@ -38,9 +38,13 @@ def stage_hash(name: str, config: Any, *upstream: str) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def finished(stage_dir: Path, h: str) -> dict[str, Any] | None:
+def _marker(run_dir: Path, name: str) -> Path:
+    return Path(run_dir) / MARKERS / f"{name}.json"
+
+
+def finished(run_dir: Path, name: str, h: str) -> dict[str, Any] | None:
     """The stage's recorded summary if it finished with this hash, else None."""
-    marker = Path(stage_dir) / MARKER
+    marker = _marker(run_dir, name)
     try:
         data = json.loads(marker.read_text())
     except (OSError, ValueError):
@@ -48,20 +52,20 @@ def finished(stage_dir: Path, h: str) -> dict[str, Any] | None:
     return data.get("summary", {}) if data.get("hash") == h else None
 
 
-def mark_finished(stage_dir: Path, h: str, summary: dict[str, Any]) -> None:
+def mark_finished(run_dir: Path, name: str, h: str, summary: dict[str, Any]) -> None:
     """Record (atomically) that the stage finished with this hash."""
-    stage_dir = Path(stage_dir)
-    stage_dir.mkdir(parents=True, exist_ok=True)
-    tmp = stage_dir / (MARKER + ".tmp")
+    marker = _marker(run_dir, name)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    tmp = marker.with_suffix(".tmp")
     tmp.write_text(
         json.dumps({"hash": h, "finished_at": time.time(), "summary": _jsonable(summary)}, indent=2)
     )
-    os.replace(tmp, stage_dir / MARKER)
+    os.replace(tmp, marker)
 
 
-def clear(stage_dir: Path) -> None:
+def clear(run_dir: Path, name: str) -> None:
     """Forget that a stage finished (before re-running it)."""
     try:
-        (Path(stage_dir) / MARKER).unlink()
+        _marker(run_dir, name).unlink()
     except FileNotFoundError:
         pass
