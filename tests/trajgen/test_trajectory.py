@@ -1,0 +1,232 @@
+"""Planning invariants: start poses (Eq. 3-6, 14) re-checked independently, three-phase trajectories
+(Eq. 7-13), clearance filtering, actions, the hand-eye camera model."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from test_traj_fixtures import UP, grasp_poses
+
+from splatsim.conventions import angle_between_rotations, apply_action, interpolate_pose, look_at, se3_from_rt
+from splatsim.scene import LABEL_HAND, LABEL_OBJECT, object_like_scene
+from trajgen.handeye import HandEyeConfig, camera_poses_from_gripper, gripper_T_camera, policy_intrinsics
+from trajgen.planning import PLAN_COUNTERS, PlanConfig, PointClearance, plan_grasp, plan_seed
+from trajgen.trajectory import face_target_rotation, plan_three_phase, pregrasp_pose, trajectory_actions
+
+
+@pytest.fixture(scope="module")
+def scene_points():
+    scene = object_like_scene(3000, seed=0)
+    hand = scene.select_label(LABEL_HAND).means.double().numpy()
+    obj = scene.select_label(LABEL_OBJECT).means.double().numpy()
+    return hand, obj
+
+
+@pytest.fixture(scope="module")
+def plans(scene_points):
+    hand, obj = scene_points
+    clearance = PointClearance(hand, obj)
+    cfg = PlanConfig(up=UP)  # the paper's parameters, k = 15
+    out = [
+        plan_grasp(torch.from_numpy(g), clearance, cfg, plan_seed(0, "scene", i))
+        for i, g in enumerate(grasp_poses())
+    ]
+    return cfg, out
+
+
+def _brute_min_distance(points: np.ndarray, cloud: np.ndarray) -> np.ndarray:
+    return np.linalg.norm(points[:, None] - cloud[None], axis=-1).min(1)
+
+
+def _rx(a):
+    c, s = math.cos(a), math.sin(a)
+    return np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
+
+
+def _ry(b):
+    c, s = math.cos(b), math.sin(b)
+    return np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
+
+
+def test_every_start_pose_satisfies_eq3_to_6_and_14(plans, scene_points):
+    hand, obj = scene_points
+    cfg, grasp_plans = plans
+    T_o, T_h = obj.mean(0), hand.mean(0)
+    up = np.asarray(UP)
+    for plan in grasp_plans:
+        assert plan.skipped is None
+        assert len(plan.trajectories) == cfg.k
+        grasp = plan.grasp_pose.numpy()
+        for traj in plan.trajectories:
+            start = traj.poses[0].numpy()
+            T_i, R_i = start[:3, 3], start[:3, :3]
+            assert abs(np.linalg.norm(T_i - grasp[:3, 3]) - cfg.radius) < 1e-9  # Eq. 3
+            a, b = T_h - T_o, T_i - T_o
+            alpha = math.degrees(math.acos(a @ b / np.linalg.norm(a) / np.linalg.norm(b)))
+            assert alpha > cfg.alpha_min_deg  # Eq. 4
+            z0 = (T_o - T_i) / np.linalg.norm(T_o - T_i)  # Eq. 5: a look-at turned about its own x, y
+            x0 = np.cross(z0, up)
+            x0 /= np.linalg.norm(x0)
+            R_look = np.stack([x0, np.cross(z0, x0), z0], 1)
+            zl = R_look.T @ R_i[:, 2]
+            ty, tx = math.asin(zl[0]), math.atan2(-zl[1], zl[2])
+            assert max(abs(tx), abs(ty)) <= math.radians(cfg.jitter_deg) + 1e-9
+            np.testing.assert_allclose(R_look @ _rx(tx) @ _ry(ty), R_i, atol=1e-9)
+            assert R_i[:, 2] @ grasp[:3, 2] >= math.cos(math.radians(cfg.theta_max_deg))  # Eq. 6
+            # Eq. 14 on every waypoint, not only the start.
+            d = _brute_min_distance(traj.poses[:, :3, 3].numpy(), np.concatenate([hand, obj]))
+            assert d.min() > cfg.d_min
+
+
+def test_reject_counts_add_up_and_name_each_filter(plans, scene_points):
+    _, grasp_plans = plans
+    for plan in grasp_plans:
+        c = plan.counts
+        assert set(c) == set(PLAN_COUNTERS)
+        rejected = sum(c[k] for k in PLAN_COUNTERS if k not in ("candidates", "accepted", "unused"))
+        assert c["candidates"] == rejected + c["accepted"] + c["unused"]
+        assert c["eq4_alpha_min"] > 0 and c["eq6_theta_max"] > 0
+    hand, obj = scene_points
+    strict = PlanConfig(up=UP, alpha_min_deg=179.9, max_candidates=128)
+    plan = plan_grasp(torch.from_numpy(grasp_poses()[0]), PointClearance(hand, obj), strict, plan_seed(1))
+    assert plan.trajectories == [] and plan.counts["eq4_alpha_min"] == 128
+
+
+def test_trajectories_end_exactly_at_pregrasp_with_cls_there_only(plans):
+    cfg, grasp_plans = plans
+    rot_step, trans_step = math.radians(cfg.rotation_step_deg), cfg.translation_step
+    for plan in grasp_plans:
+        pre = plan.pregrasp_pose
+        expected_pre = plan.grasp_pose.clone()
+        expected_pre[:3, 3] -= cfg.s * plan.grasp_pose[:3, 2]  # Eq. 7
+        assert torch.equal(pre, expected_pre)
+        target = torch.from_numpy(plan_target(plan))
+        for traj in plan.trajectories:
+            P = traj.poses
+            assert torch.equal(P[-1], pre)
+            assert traj.cls.tolist() == [0] * (len(P) - 1) + [1]
+            phase = traj.phase.tolist()
+            assert phase == sorted(phase) and set(phase) <= {1, 2, 3} and phase[-1] == 3
+            steps = torch.linalg.vector_norm(P[1:, :3, 3] - P[:-1, :3, 3], dim=-1)
+            turns = angle_between_rotations(P[:-1, :3, :3], P[1:, :3, :3])
+            assert float(steps.max()) <= trans_step + 1e-9
+            assert float(turns.max()) <= rot_step + 1e-9
+            # Phase 1 turns in place and ends facing the object.
+            assert torch.allclose(P[: traj.t1 + 1, :3, 3], P[0, :3, 3].expand(traj.t1 + 1, 3))
+            view = P[traj.t1, :3, 2]
+            to_obj = (target - P[traj.t1, :3, 3]) / torch.linalg.vector_norm(target - P[traj.t1, :3, 3])
+            assert float(view @ to_obj) > math.cos(1e-6)
+            # Phase 2: exact translation steps, no rotation, ends within d of the pre-grasp (Eq. 8-9).
+            if traj.t2 > traj.t1:
+                seg = slice(traj.t1 + 1, traj.t2 + 1)
+                assert torch.allclose(
+                    steps[seg.start - 1 : seg.stop - 1], torch.tensor(trans_step, dtype=torch.float64)
+                )
+                assert float(turns[seg.start - 1 : seg.stop - 1].max()) < 1e-9
+                assert float(torch.linalg.vector_norm(P[traj.t2, :3, 3] - pre[:3, 3])) < cfg.d
+                assert float(torch.linalg.vector_norm(P[traj.t2 - 1, :3, 3] - pre[:3, 3])) >= cfg.d
+
+
+def plan_target(plan) -> np.ndarray:
+    """The object centre the planner aimed at (the mean of the object points)."""
+    scene = object_like_scene(3000, seed=0)
+    return scene.select_label(LABEL_OBJECT).means.double().numpy().mean(0)
+
+
+def test_actions_reintegrate_to_the_poses(plans):
+    _, grasp_plans = plans
+    for traj in grasp_plans[0].trajectories[:5]:
+        actions = trajectory_actions(traj.poses)
+        assert torch.equal(actions[-1], torch.zeros(6, dtype=torch.float64))
+        pose = traj.poses[0]
+        for t in range(len(actions) - 1):
+            pose = apply_action(pose, actions[t])
+            assert torch.allclose(pose, traj.poses[t + 1], atol=1e-9)
+
+
+def test_trajectories_through_the_hand_are_dropped_and_counted():
+    grasp = torch.eye(4, dtype=torch.float64)  # at the origin, approach +z; pre-grasp at z = -0.3
+    obj = np.random.default_rng(0).normal(0.0, 0.01, (200, 3)) + [0.0, 0.0, 0.03]
+    dirs = np.random.default_rng(1).normal(size=(4000, 3))
+    shell = 0.2 * dirs / np.linalg.norm(dirs, axis=1, keepdims=True) + [0.0, 0.0, -0.3]
+    hand = shell[shell[:, 0] > 0.05]  # half a shell around the pre-grasp: blocks paths from +x
+    cfg = PlanConfig(k=6, up=(0.0, 1.0, 0.0), alpha_min_deg=0.0, max_candidates=512)
+    plan = plan_grasp(grasp, PointClearance(hand, obj), cfg, plan_seed(2))
+    assert plan.counts["trajectory_near_hand"] > 0
+    assert len(plan.trajectories) == cfg.k
+    for traj in plan.trajectories:
+        assert (
+            _brute_min_distance(traj.poses[:, :3, 3].numpy(), np.concatenate([hand, obj])).min() > cfg.d_min
+        )
+
+
+def test_min_height_keeps_starts_above_and_planning_is_seeded(scene_points):
+    hand, obj = scene_points
+    clearance = PointClearance(hand, obj)
+    g = torch.from_numpy(grasp_poses()[1])  # the box grasp, from above (up is -y)
+    cfg = PlanConfig(k=5, up=UP, min_height=0.2)
+    a = plan_grasp(g, clearance, cfg, plan_seed(0, "s", 1))
+    b = plan_grasp(g, clearance, cfg, plan_seed(0, "s", 1))
+    c = plan_grasp(g, clearance, cfg, plan_seed(1, "s", 1))
+    assert a.counts["min_height"] > 0
+    for traj in a.trajectories:
+        assert float(traj.poses[0, :3, 3] @ torch.tensor(UP, dtype=torch.float64)) >= 0.2
+    assert all(torch.equal(x.poses, y.poses) for x, y in zip(a.trajectories, b.trajectories))
+    assert not torch.equal(a.trajectories[0].poses, c.trajectories[0].poses)
+
+
+def test_phase_three_follows_eq12_13():
+    """Each phase-3 rotation is SLERP(R_update, R_pre, tau) (Eq. 13), R_update facing the object from the
+    step's position (phi = 0, Eq. 12) or the phase-2 rotation (phi large), unless the step is capped at
+    the rotation step while catching up."""
+    target = torch.tensor([0.0, 0.0, 0.0], dtype=torch.float64)
+    start = look_at(torch.tensor([0.6, 0.3, -0.4], dtype=torch.float64), target, up=(0.0, -1.0, 0.0))
+    grasp = torch.eye(4, dtype=torch.float64)
+    grasp[:3, 3] = torch.tensor([0.0, 0.0, -0.02])
+    pre = pregrasp_pose(grasp, 0.3)
+    step = math.radians(5)
+    for phi in (0.0, math.radians(179)):
+        traj = plan_three_phase(start, pre, target, d=0.5, phi=phi, translation_step=0.03, rotation_step=step)
+        P, t2 = traj.poses, traj.t2
+        n3 = len(P) - 1 - t2
+        matched = 0
+        for j in range(t2 + 1, len(P)):
+            tau = (j - t2) / n3
+            p = P[j, :3, 3]
+            if phi == 0.0:
+                R_update = face_target_rotation(pre[:3, :3], p, target)
+            else:
+                R_update = P[t2, :3, :3]
+            want = interpolate_pose(se3_from_rt(R_update, p), se3_from_rt(pre[:3, :3], p), tau)
+            capped = abs(float(angle_between_rotations(P[j - 1, :3, :3], P[j, :3, :3])) - step) < 1e-9
+            if torch.allclose(P[j], want, atol=1e-9):
+                matched += 1
+            else:
+                assert capped, (phi, j)
+        assert matched >= n3 // 2
+        assert torch.equal(P[-1], pre)
+
+
+def test_hand_eye_camera_model():
+    intr = policy_intrinsics(HandEyeConfig())  # D435 colour 640x480, centre crop 480x480 -> 128x128
+    assert (intr.width, intr.height) == (128, 128)
+    assert intr.fx == pytest.approx(615 * 128 / 480) and intr.fy == pytest.approx(615 * 128 / 480)
+    assert (intr.cx, intr.cy) == (pytest.approx(64.0), pytest.approx(64.0))
+    wide = policy_intrinsics(HandEyeConfig(crop="none"))
+    assert wide.fx == pytest.approx(615 * 128 / 640) and wide.fy == pytest.approx(615 * 128 / 480)
+    cfg = HandEyeConfig(camera_offset_xyz=(0.0, -0.05, 0.02), camera_offset_euler_deg=(10.0, 0.0, 0.0))
+    X = gripper_T_camera(cfg)
+    G = look_at(torch.tensor([0.3, 0.1, 0.2], dtype=torch.float64), torch.zeros(3, dtype=torch.float64))
+    cam = camera_poses_from_gripper(G[None], cfg)[0]
+    assert torch.allclose(cam, G @ X)
+    assert torch.allclose(
+        cam[:3, 3], G[:3, 3] + G[:3, :3] @ torch.tensor([0.0, -0.05, 0.02], dtype=torch.float64)
+    )
+    assert torch.equal(gripper_T_camera(HandEyeConfig()), torch.eye(4, dtype=torch.float64))
+    with pytest.raises(ValueError, match="HandEyeConfig.width"):
+        HandEyeConfig(width=0).validate()
+    with pytest.raises(ValueError, match="PlanConfig.d "):
+        PlanConfig(d=0.01).validate()

@@ -1,0 +1,233 @@
+"""Planning for one target grasp: start poses (Eq. 3-6, 14) and three-phase trajectories (Eq. 7-13).
+
+`plan_grasp` draws start-pose candidates in blocks (`trajgen.start_poses`), plans a trajectory from each
+survivor (`trajgen.trajectory`), measures every waypoint's clearance to the hand and object points, and
+keeps the first ``k`` trajectories that stay more than ``d_min`` from both (Eq. 14 along the whole
+path). Every rejection is counted under the filter that made it. The result depends only on the inputs
+and the seed, so every shard and worker of a batch job plans identically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from scipy.spatial import cKDTree
+from torch import Tensor
+
+from trajgen.start_poses import START_POSE_FILTERS, sample_start_candidates
+from trajgen.trajectory import Trajectory, plan_three_phase, pregrasp_pose
+
+__all__ = [
+    "PLAN_COUNTERS",
+    "GraspPlan",
+    "PlanConfig",
+    "PointClearance",
+    "plan_grasp",
+    "plan_seed",
+]
+
+PLAN_COUNTERS = (
+    "candidates",
+    *START_POSE_FILTERS,
+    "trajectory_near_hand",
+    "trajectory_near_object",
+    "accepted",
+    "unused",
+)
+"""Keys of `GraspPlan.counts`: candidates drawn, rejections per filter in order, trajectories kept, and
+candidates that passed the start filters after ``k`` were kept (the candidates add up to the rest)."""
+
+
+@dataclass
+class PlanConfig:
+    """Start-pose sampling and trajectory parameters (paper defaults; angles in degrees, lengths in metres)."""
+
+    k: int = 15
+    """Start poses (and so trajectories) per target grasp (Eq. 3)."""
+    radius: float = 0.7
+    """r: radius of the sphere around the grasp position the start positions lie on (Eq. 3)."""
+    alpha_min_deg: float = 60.0
+    """alpha_min: smallest angle at the object centre between the hand and the start camera (Eq. 4)."""
+    jitter_deg: float = 20.0
+    """Start orientations look at the object, turned about their own x and y axes by up to this (Eq. 5)."""
+    theta_max_deg: float = 100.0
+    """theta_max: largest angle between the start and the pre-grasp viewing axes (Eq. 6)."""
+    d_min: float = 0.1
+    """d_min: every waypoint keeps more than this from every hand and object point (Eq. 14)."""
+    s: float = 0.3
+    """s: the pre-grasp pose is this far back along the grasp's approach axis (Eq. 7)."""
+    d: float = 0.5
+    """d: phase 2 ends once the distance to the pre-grasp position is below this (Eq. 8)."""
+    phi_deg: float = 0.0
+    """phi: phase 3 re-aims at the object when the view is off by more than this (Eq. 12)."""
+    translation_step: float = 0.03
+    """Largest translation per step (phase 2 uses exactly this), metres."""
+    rotation_step_deg: float = 5.0
+    """Largest rotation per step in phases 1 and 3, degrees."""
+    up: tuple[float, float, float] = (0.0, 0.0, 1.0)
+    """World up in the scene frame (image up of the start cameras, and the axis of min_height)."""
+    min_height: float | None = None
+    """Reject start and pre-grasp positions lower than this along `up` (scene metres), e.g. just above
+    a table top; None disables it (the paper has no such filter)."""
+    max_candidates: int = 2000
+    """Give up on a grasp after drawing this many start-pose candidates."""
+    block: int = 64
+    """Candidates drawn at a time (part of the random stream: changing it changes the samples)."""
+
+    def validate(self) -> PlanConfig:
+        """Raises ValueError naming the field for out-of-range settings; returns self."""
+        checks = [
+            ("k", self.k >= 1, "an integer >= 1"),
+            ("radius", self.radius > 0, "a positive length in metres"),
+            ("alpha_min_deg", 0 <= self.alpha_min_deg < 180, "an angle in [0, 180) degrees"),
+            ("jitter_deg", 0 <= self.jitter_deg < 90, "an angle in [0, 90) degrees"),
+            ("theta_max_deg", 0 < self.theta_max_deg <= 180, "an angle in (0, 180] degrees"),
+            ("d_min", self.d_min >= 0, "a length >= 0 in metres"),
+            ("s", self.s > 0, "a positive length in metres"),
+            ("translation_step", self.translation_step > 0, "a positive length in metres"),
+            ("d", self.d > self.translation_step, f"a length > translation_step ({self.translation_step} m)"),
+            ("phi_deg", 0 <= self.phi_deg < 180, "an angle in [0, 180) degrees"),
+            ("rotation_step_deg", 0 < self.rotation_step_deg <= 90, "an angle in (0, 90] degrees"),
+            ("max_candidates", self.max_candidates >= 1, "an integer >= 1"),
+            ("block", self.block >= 1, "an integer >= 1"),
+        ]
+        for name, ok, expected in checks:
+            if not ok:
+                raise ValueError(f"PlanConfig.{name} = {getattr(self, name)!r}; expected {expected}")
+        if len(self.up) != 3 or not any(abs(float(u)) > 0 for u in self.up):
+            raise ValueError(f"PlanConfig.up = {self.up!r}; expected a non-zero 3-vector")
+        return self
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class PointClearance:
+    """Distances from positions to the hand and object point clouds (KD-trees, built once per scene)."""
+
+    def __init__(
+        self,
+        hand_points: np.ndarray | Tensor,  # [M, 3] scene frame
+        object_points: np.ndarray | Tensor,  # [P, 3]
+    ) -> None:
+        hand = np.asarray(hand_points, dtype=np.float64).reshape(-1, 3)
+        obj = np.asarray(object_points, dtype=np.float64).reshape(-1, 3)
+        if len(hand) == 0 or len(obj) == 0:
+            raise ValueError(
+                f"PointClearance needs hand and object points; got {len(hand)} hand and {len(obj)} object "
+                "points (does the scene label any Gaussians as hand (2) and object (1)?)"
+            )
+        self.hand_points, self.object_points = hand, obj
+        self.hand_center = torch.from_numpy(hand.mean(0))
+        self.object_center = torch.from_numpy(obj.mean(0))
+        self._hand = cKDTree(hand)
+        self._object = cKDTree(obj)
+
+    def __call__(self, positions: Tensor) -> Tensor:  # [n, 3] -> [n, 2] (hand, object) metres
+        p = np.asarray(positions.detach().cpu(), dtype=np.float64).reshape(-1, 3)
+        dh = self._hand.query(p)[0]
+        do = self._object.query(p)[0]
+        return torch.from_numpy(np.stack([dh, do], -1))
+
+    def min_distance(self, positions: Tensor) -> Tensor:  # [n, 3] -> [n]
+        """Distance to the union of hand and object points (Eq. 14's left-hand side)."""
+        return self(positions).amin(-1)
+
+
+@dataclass
+class GraspPlan:
+    """The trajectories planned for one target grasp."""
+
+    grasp_pose: Tensor  # [4, 4]
+    pregrasp_pose: Tensor  # [4, 4]
+    trajectories: list[Trajectory]
+    clearances: list[Tensor]  # per trajectory [T, 2] (hand, object) metres
+    counts: dict[str, int] = field(default_factory=dict)
+    """Candidates drawn, rejections per filter (`PLAN_COUNTERS`), trajectories accepted."""
+    skipped: str | None = None
+    """Why the grasp has no trajectory at all (its pre-grasp pose is unusable), else None."""
+
+
+def plan_seed(seed: int, *keys: object) -> np.random.Generator:
+    """A generator seeded from ``seed`` and identifying keys (scene id, grasp id), stable across runs."""
+    text = "\x1f".join([str(int(seed)), *(str(k) for k in keys)])
+    digest = hashlib.sha256(text.encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:16], "little"))
+
+
+def plan_grasp(
+    grasp_pose: Tensor,  # [4, 4] scene frame, approach +z
+    clearance: PointClearance,
+    cfg: PlanConfig,
+    rng: np.random.Generator,
+) -> GraspPlan:
+    """Plans up to ``cfg.k`` trajectories to the grasp's pre-grasp pose (module docstring)."""
+    grasp_pose = torch.as_tensor(grasp_pose, dtype=torch.float64)
+    if grasp_pose.shape != (4, 4) or not bool(torch.isfinite(grasp_pose).all()):
+        raise ValueError(
+            f"plan_grasp: grasp_pose must be a finite 4x4 matrix, got shape {tuple(grasp_pose.shape)}"
+        )
+    pre = pregrasp_pose(grasp_pose, cfg.s)
+    counts = dict.fromkeys(PLAN_COUNTERS, 0)
+    plan = GraspPlan(grasp_pose, pre, [], [], counts)
+
+    pre_clear = clearance(pre[None, :3, 3])[0]
+    if float(pre_clear.min()) <= cfg.d_min:
+        plan.skipped = (
+            f"pre-grasp pose within d_min = {cfg.d_min} m of the {'hand' if pre_clear[0] <= pre_clear[1] else 'object'}"
+            f" (hand {float(pre_clear[0]):.3f} m, object {float(pre_clear[1]):.3f} m)"
+        )
+        return plan
+    up = torch.tensor(cfg.up, dtype=torch.float64)
+    if cfg.min_height is not None and float(pre[:3, 3] @ (up / up.norm())) < cfg.min_height:
+        plan.skipped = f"pre-grasp position below min_height = {cfg.min_height} m"
+        return plan
+
+    rad = math.radians
+    while counts["accepted"] < cfg.k and counts["candidates"] < cfg.max_candidates:
+        n = min(cfg.block, cfg.max_candidates - counts["candidates"])
+        starts, rejects = sample_start_candidates(
+            grasp_pose,
+            clearance.object_center,
+            clearance.hand_center,
+            clearance.min_distance,
+            rng,
+            num=n,
+            radius=cfg.radius,
+            alpha_min=rad(cfg.alpha_min_deg),
+            jitter=rad(cfg.jitter_deg),
+            theta_max=rad(cfg.theta_max_deg),
+            d_min=cfg.d_min,
+            up=cfg.up,
+            min_height=cfg.min_height,
+        )
+        counts["candidates"] += n
+        for key, value in rejects.items():
+            counts[key] += value
+        for start in starts:
+            if counts["accepted"] >= cfg.k:
+                counts["unused"] += 1
+                continue
+            traj = plan_three_phase(
+                start,
+                pre,
+                clearance.object_center,
+                d=cfg.d,
+                phi=rad(cfg.phi_deg),
+                translation_step=cfg.translation_step,
+                rotation_step=rad(cfg.rotation_step_deg),
+            )
+            clear = clearance(traj.poses[:, :3, 3])
+            if float(clear[:, 0].min()) <= cfg.d_min:
+                counts["trajectory_near_hand"] += 1
+            elif float(clear[:, 1].min()) <= cfg.d_min:
+                counts["trajectory_near_object"] += 1
+            else:
+                counts["accepted"] += 1
+                plan.trajectories.append(traj)
+                plan.clearances.append(clear)
+    return plan
