@@ -15,6 +15,7 @@ from typing import Annotated, Union
 import tyro
 
 from recon.synth import SynthConfig
+from trajgen.batch import DemosConfig
 from trajgen.grasps import GraspConfig
 
 
@@ -130,6 +131,24 @@ class Grasps:
 
 
 @dataclasses.dataclass
+class Demos:
+    """Plan hand-eye trajectories to the safe grasps and render them into a demonstration dataset."""
+
+    config: tyro.conf.OmitArgPrefixes[DemosConfig] = dataclasses.field(default_factory=DemosConfig)
+
+    def run(self) -> int:
+        from rich.console import Console
+
+        from trajgen.batch import run_demos
+
+        res = run_demos(self.config)
+        Console().print(
+            f"{res.episodes} episodes, {res.tuples} tuples ({res.tuples_per_s:.1f} tuples/s) → {res.out_dir}"
+        )
+        return 0
+
+
+@dataclasses.dataclass
 class Demo:
     """Run the whole studio on the built-in default scene."""
 
@@ -166,6 +185,7 @@ Commands = tyro.conf.OmitSubcommandPrefixes[
         Annotated[Demo, tyro.conf.subcommand("demo")],
         Annotated[CaptureGroup, tyro.conf.subcommand("capture")],
         Annotated[Grasps, tyro.conf.subcommand("grasps")],
+        Annotated[Demos, tyro.conf.subcommand("demos")],
         Annotated[RenderCheck, tyro.conf.subcommand("render-check")],
     ]
 ]

@@ -109,7 +109,27 @@ def run_demo(cmd) -> int:
     cand = gr.get("summary", {}).get("candidates")
     rows.append(("grasps", f"{gr['kept']} safe grasps kept of {cand} candidates", str(out / "grasps.json")))
 
-    for name in ("demos", "policy", "eval", "export"):
+    from trajgen.batch import DemosConfig, run_demos
+
+    demos_cfg = DemosConfig(scenes=(str(out),), out=str(out / "demos"))
+
+    def demos() -> dict[str, Any]:
+        res = run_demos(demos_cfg)
+        return {"episodes": res.episodes, "tuples": res.tuples, "tuples_per_s": round(res.tuples_per_s, 1)}
+
+    _, dm = _stage(
+        console, out, "demos", demos_cfg, [scene_h, stages.stage_hash("grasps", grasp_cfg, scene_h)], demos
+    )
+    rows.append(
+        (
+            "demos",
+            f"{dm['episodes']} episodes, {dm['tuples']} (image, mask, action, pre-grasp) tuples "
+            f"at {dm['tuples_per_s']} tuples/s",
+            str(out / "demos"),
+        )
+    )
+
+    for name in ("policy", "eval", "export"):
         rows.append((name, "[yellow]not built yet[/yellow]", "—"))
 
     table = Table(title=f"splatsim demo — {time.perf_counter() - t0:.0f} s")
