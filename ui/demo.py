@@ -105,7 +105,7 @@ def run_demo(cmd) -> int:
         res = run_grasps(grasp_cfg, out / "scene", out / "grasps.json")
         return {"kept": len(res.kept), "summary": res.summary}
 
-    _, gr = _stage(console, out, "grasps", grasp_cfg, [scene_h], grasps)
+    grasp_h, gr = _stage(console, out, "grasps", grasp_cfg, [scene_h], grasps)
     cand = gr.get("summary", {}).get("candidates")
     rows.append(("grasps", f"{gr['kept']} safe grasps kept of {cand} candidates", str(out / "grasps.json")))
 
@@ -117,9 +117,7 @@ def run_demo(cmd) -> int:
         res = run_demos(demos_cfg)
         return {"episodes": res.episodes, "tuples": res.tuples, "tuples_per_s": round(res.tuples_per_s, 1)}
 
-    _, dm = _stage(
-        console, out, "demos", demos_cfg, [scene_h, stages.stage_hash("grasps", grasp_cfg, scene_h)], demos
-    )
+    _, dm = _stage(console, out, "demos", demos_cfg, [scene_h, grasp_h], demos)
     rows.append(
         (
             "demos",
