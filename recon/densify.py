@@ -17,6 +17,7 @@ number of cameras averaged in the loss), so ``grow_grad2d`` means the same as th
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -32,8 +33,11 @@ __all__ = ["DensifyConfig", "accumulate", "densify_and_prune", "init_state", "re
 class DensifyConfig:
     """When and how Gaussians are cloned, split and pruned during optimisation."""
 
-    enabled: bool = True
-    """Run adaptive density control at all."""
+    enabled: bool = False
+    """Run adaptive density control at all. Off by default: the fused init already has about one Gaussian
+    per training pixel, and on the default synthetic capture growing at step 50 of 200 lowered held-out
+    PSNR at step 100 from 28.97 to 28.14 dB while adding Gaussians (time). Turn it on for captures whose
+    depth is sparse or incomplete."""
     start_step: int = 100
     """First step at which Gaussians are grown or pruned."""
     stop_step: int = 500
@@ -159,13 +163,13 @@ def densify_and_prune(
             if name == "means":
                 new_s = children.reshape(-1, 3)
             elif name == "log_scales":
-                new_s = (t[sel_s] - torch.log(torch.tensor(cfg.split_factor))).repeat(2, 1)
+                new_s = (t[sel_s] - math.log(cfg.split_factor)).repeat(2, 1)
             else:
                 new_s = t[sel_s].repeat((2,) + (1,) * (t.dim() - 1))
             return torch.cat([t[keep_idx], t[sel_c], new_s])
 
         def state_fn(_: str, v: Tensor) -> Tensor:
-            zeros = torch.zeros((sel_c.numel() + 2 * sel_s.numel(),) + v.shape[1:], dtype=v.dtype)
+            zeros = v.new_zeros((sel_c.numel() + 2 * sel_s.numel(),) + v.shape[1:])
             return torch.cat([v[keep_idx], zeros])
 
         replace_gaussians(params, optimizer, state, fn, state_fn)
