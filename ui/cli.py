@@ -14,6 +14,7 @@ from typing import Annotated, Union
 
 import tyro
 
+from recon.pipeline import ReconConfig
 from recon.synth import SynthConfig
 from trajgen.batch import DemosConfig
 from trajgen.grasps import GraspConfig
@@ -111,6 +112,29 @@ class CaptureGroup:
 
 
 @dataclasses.dataclass
+class Recon:
+    """Reconstruct a capture into a metric, labelled 3DGS scene (resumes from its last checkpoint)."""
+
+    capture: Path = Path("runs/default/capture")
+    """Capture folder (capture.json + rgb/ depth/ masks/)."""
+    out: Path = Path("runs/default/scene")
+    """Scene folder to write (scene.ply, hand.ply, object.ply, scene.json, recon_report.json)."""
+    config: tyro.conf.OmitArgPrefixes[ReconConfig] = dataclasses.field(default_factory=ReconConfig)
+
+    def run(self) -> int:
+        from rich.console import Console
+
+        from recon.pipeline import run_recon
+
+        rep = run_recon(self.config, self.capture, self.out).report
+        Console().print(
+            f"scene → {self.out}: {rep.get('num_gaussians')} Gaussians, held-out PSNR "
+            f"{rep.get('heldout_psnr_db')} dB, median depth error {rep.get('depth_median_err_m')} m"
+        )
+        return 0
+
+
+@dataclasses.dataclass
 class Grasps:
     """Sample grasps on the reconstructed object and keep those that stay clear of the hand."""
 
@@ -184,6 +208,7 @@ Commands = tyro.conf.OmitSubcommandPrefixes[
     Union[
         Annotated[Demo, tyro.conf.subcommand("demo")],
         Annotated[CaptureGroup, tyro.conf.subcommand("capture")],
+        Annotated[Recon, tyro.conf.subcommand("recon")],
         Annotated[Grasps, tyro.conf.subcommand("grasps")],
         Annotated[Demos, tyro.conf.subcommand("demos")],
         Annotated[RenderCheck, tyro.conf.subcommand("render-check")],
