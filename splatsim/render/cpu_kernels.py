@@ -18,8 +18,15 @@ transmittance to ≤ 1e-4 is excluded and compositing stops.
 
 from __future__ import annotations
 
+import os
+
 import numba as nb
 import numpy as np
+
+# OpenMP first: thread-safe (the app renders from worker threads) and avoids numba's warning about the
+# older TBB that other packages bring along.
+if "NUMBA_THREADING_LAYER_PRIORITY" not in os.environ:
+    nb.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
 
 TILE = 16
 TILE_PIX = TILE * TILE
