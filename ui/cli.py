@@ -127,6 +127,7 @@ class Recon:
         from recon.pipeline import run_recon
 
         rep = run_recon(self.config, self.capture, self.out).report
+        rep = {**rep, **rep.get("summary", {})}
         Console().print(
             f"scene → {self.out}: {rep.get('num_gaussians')} Gaussians, held-out PSNR "
             f"{rep.get('heldout_psnr_db')} dB, median depth error {rep.get('depth_median_err_m')} m"

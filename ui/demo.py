@@ -84,8 +84,9 @@ def run_demo(cmd) -> int:
     def scene() -> dict[str, Any]:
         console.print("scene: reconstructing (resumes from the last checkpoint if interrupted)")
         rep = run_recon(recon_cfg, out / "capture", out / "scene").report
+        summ = {**rep, **rep.get("summary", {})}
         keys = ("heldout_psnr_db", "depth_median_err_m", "mask_iou_object", "mask_iou_hand", "num_gaussians")
-        return {k: rep.get(k) for k in keys}
+        return {k: summ.get(k) for k in keys}
 
     scene_h, rec = _stage(console, out, "scene", recon_cfg, [cap_h], scene)
     nan = float("nan")
