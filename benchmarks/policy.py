@@ -1,0 +1,628 @@
+"""Policy benchmark: train on 9 objects, evaluate closed loop in the splat on those 9 + 2 unseen, vs IBVS-MASK.
+
+    python benchmarks/policy.py [--quick] [--json] [--out DIR] [--scenes mesh|recon]
+
+The protocol (issue 6's Goal; the paper's §V-A at CPU scale):
+
+1. Scenes: one synthetic handover per object (`recon.synth`, the 17-object catalogue, seeded).
+   ``--scenes mesh`` (default) builds each splat straight from the synthetic ground-truth meshes:
+   Gaussians sampled on the object, hand, table and the person's body (flat discs, coloured by the
+   scene's own albedo, labelled like the meshes; the far floor and wall are left out). ``--scenes
+   recon`` runs the real capture -> `recon.pipeline.run_recon` path instead (about ten minutes per
+   object on two loaded cores, so it does not fit the 45-minute budget for 11 objects).
+2. Grasps: `trajgen.grasps.compute_grasps` on the object and hand Gaussians (antipodal sampler, the
+   hand-safety filters), ``top_k`` targets per object; objects wider than the Robotiq 2F-85's stroke
+   (the master chef can) get the 2F-140 (only an unseen object's grasp, which the held-out starts are
+   sampled around).
+3. Demonstrations for the 9 *seen* objects only: `trajgen.planning.plan_grasp` (Eq. 3-14, ``k`` starts
+   per target, seed 0) and `trajgen.episodes.HandEyeRenderer` / `build_episode`, kept in memory
+   (the same functions `splatsim demos` runs, without the HDF5 round trip).
+4. Training: `policy.train.run_train` (Eq. 17, lambda_T = lambda_R = 100, Adam, episode-level split).
+5. Evaluation: `policy.evaluate` on all 11 objects, 10 held-out starts each (another seed), the
+   *exported ONNX model* through the robot control loop on the splat robot, and IBVS-MASK (its stop
+   area calibrated on the seen objects' pre-grasp frames) from the same starts.
+
+``--quick`` runs the same protocol small (4 objects: 3 seen + 1 unseen, 3 starts each, fewer
+demonstrations, a narrow network at 64 px, a few epochs) in a few minutes.
+
+With ``--json`` the last line printed is one JSON object with at least ``success_seen``,
+``success_unseen``, ``ibvs_success_seen``, ``ibvs_success_unseen`` (fractions) and ``wall_s``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from policy.data import DemoSet, episode_from_trajgen  # noqa: E402
+from policy.evaluate import EvalConfig, EvalObject, StartConfig, run_eval  # noqa: E402
+from policy.ibvs import IBVSConfig, calibrate_area_fraction  # noqa: E402
+from policy.metrics import MetricsConfig  # noqa: E402
+from policy.model import ModelConfig  # noqa: E402
+from policy.robot import ControlConfig  # noqa: E402
+from policy.train import TrainConfig, run_train  # noqa: E402
+from splatsim.scene import LABEL_HAND, LABEL_OBJECT, GaussianScene, rgb_to_sh_dc  # noqa: E402
+
+SEEN_FULL = (
+    "mustard_bottle",
+    "tomato_soup_can",
+    "potted_meat_can",
+    "gelatin_box",
+    "bowl",
+    "banana",
+    "power_drill",
+    "sugar_box",
+    "mug",
+)
+UNSEEN_FULL = ("master_chef_can", "cracker_box")  # the paper's two unseen objects
+SEEN_QUICK = ("mustard_bottle", "tomato_soup_can", "gelatin_box")
+UNSEEN_QUICK = ("cracker_box",)
+MESH_SURFACES = {"object": 0.004, "hand": 0.005, "table": 0.03, "body": 0.03, "head": 0.02}
+"""Surfaces sampled into Gaussians and their spacing (metres); floor and wall are left out."""
+
+
+@dataclass
+class Settings:
+    seen: tuple[str, ...]
+    unseen: tuple[str, ...]
+    image_size: int
+    width: int
+    epochs: int
+    batch_size: int
+    lr: float
+    top_k: int
+    k: int
+    starts: int
+    videos: int
+    translation_step: float = 0.06
+    rotation_step_deg: float = 12.0
+    min_height: float | None = 0.05
+    cls_pos_weight: float = 5.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+FULL = Settings(
+    SEEN_FULL,
+    UNSEEN_FULL,
+    image_size=64,
+    width=32,
+    epochs=15,
+    batch_size=32,
+    lr=1e-3,
+    top_k=1,
+    k=50,
+    starts=10,
+    videos=1,
+)
+QUICK = Settings(
+    SEEN_QUICK,
+    UNSEEN_QUICK,
+    image_size=64,
+    width=16,
+    epochs=40,
+    batch_size=32,
+    lr=1e-3,
+    top_k=1,
+    k=10,
+    starts=3,
+    videos=1,
+)
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# Scenes
+# --------------------------------------------------------------------------------------------------
+
+
+def _sample_mesh(vertices: np.ndarray, triangles: np.ndarray, spacing: float, rng: np.random.Generator):
+    """Area-uniform points on a triangle mesh, ~one per spacing^2, with their face normals and ids."""
+    v0, v1, v2 = (vertices[triangles[:, i]] for i in range(3))
+    cross = np.cross(v1 - v0, v2 - v0)
+    area = 0.5 * np.linalg.norm(cross, axis=1)
+    n = max(16, int(area.sum() / spacing**2))
+    face = rng.choice(len(triangles), size=n, p=area / area.sum())
+    r1, r2 = rng.random(n), rng.random(n)
+    s = np.sqrt(r1)
+    pts = (1 - s)[:, None] * v0[face] + (s * (1 - r2))[:, None] * v1[face] + (s * r2)[:, None] * v2[face]
+    normals = cross[face] / np.maximum(np.linalg.norm(cross[face], axis=1, keepdims=True), 1e-12)
+    return pts, normals, face
+
+
+def _normal_quats(normals: np.ndarray) -> np.ndarray:
+    """wxyz quaternions rotating +z onto each normal (so a disc flat in x-y lies on the surface)."""
+    z = np.array([0.0, 0.0, 1.0])
+    n = normals / np.linalg.norm(normals, axis=1, keepdims=True)
+    axis = np.cross(z, n)
+    w = 1.0 + n @ z
+    q = np.concatenate([w[:, None], axis], axis=1)
+    flip = w < 1e-8  # normal = -z: turn half a turn about x
+    q[flip] = [0.0, 1.0, 0.0, 0.0]
+    return q / np.linalg.norm(q, axis=1, keepdims=True)
+
+
+def mesh_scene(obj: str, seed: int) -> tuple[GaussianScene, dict[str, Any]]:
+    """The synthetic handover scene of ``obj`` as labelled Gaussians on its ground-truth surfaces."""
+    from recon.synth import SynthConfig, build_scene
+
+    synth = build_scene(SynthConfig(object=obj, seed=seed))
+    rng = np.random.default_rng([seed, 7])
+    means, quats, scales, colors, labels = [], [], [], [], []
+    for surf in synth.surfaces:
+        if surf.name not in MESH_SURFACES:
+            continue
+        h = MESH_SURFACES[surf.name]
+        pts, nrm, face = _sample_mesh(surf.mesh.vertices, surf.mesh.triangles, h, rng)
+        col = np.clip(np.asarray(surf.albedo(pts, nrm, face), dtype=np.float64), 0.0, 1.0)
+        means.append(pts)
+        quats.append(_normal_quats(nrm))
+        sc = np.empty((len(pts), 3))
+        sc[:, :2] = 0.75 * h
+        sc[:, 2] = 0.15 * h
+        scales.append(sc)
+        colors.append(col)
+        labels.append(np.full(len(pts), surf.label, dtype=np.int64))
+    means_t = torch.from_numpy(np.concatenate(means)).float()
+    n = len(means_t)
+    colors_t = torch.from_numpy(np.concatenate(colors)).float()
+    scene = GaussianScene(
+        means=means_t,
+        quats=torch.from_numpy(np.concatenate(quats)).float(),
+        log_scales=torch.from_numpy(np.log(np.concatenate(scales))).float(),
+        logit_opacities=torch.full((n,), math.log(0.97 / 0.03)),
+        sh=rgb_to_sh_dc(colors_t)[:, None, :],
+        labels=torch.from_numpy(np.concatenate(labels)),
+    )
+    return scene.validate(f"mesh scene {obj}"), {
+        "object_center": synth.object_center.tolist(),
+        "gaussians": n,
+    }
+
+
+def recon_scene(obj: str, seed: int, work: Path) -> GaussianScene:
+    """The real path: synthetic capture, then the reconstruction stage."""
+    from recon.pipeline import ReconConfig, run_recon
+    from recon.synth import SynthConfig, generate_capture
+
+    cap_dir = work / obj / "capture"
+    if not (cap_dir / "capture.json").is_file():
+        generate_capture(SynthConfig(object=obj, seed=seed, resolution_scale=0.5), cap_dir, overwrite=True)
+    return run_recon(ReconConfig(progress=False), cap_dir, work / obj / "scene").scene
+
+
+def object_grasps(scene: GaussianScene, top_k: int, seed: int) -> np.ndarray:  # [T, 4, 4]
+    from trajgen.grasps import GraspConfig, NoSafeGraspError, compute_grasps
+    from trajgen.gripper import robotiq_2f_140
+
+    means = scene.means.double().numpy()
+    labels = scene.labels.numpy()
+    obj, hand = means[labels == LABEL_OBJECT], means[labels == LABEL_HAND]
+    try:
+        res = compute_grasps(obj, hand, GraspConfig(top_k=top_k, seed=seed, plot=False))
+    except NoSafeGraspError:  # wider than the 2F-85's 85 mm stroke (e.g. the master chef can)
+        res = compute_grasps(
+            obj, hand, GraspConfig(top_k=top_k, seed=seed, plot=False, gripper=robotiq_2f_140())
+        )
+    return res.target_poses()
+
+
+# --------------------------------------------------------------------------------------------------
+# Demonstrations
+# --------------------------------------------------------------------------------------------------
+
+
+def make_demos(
+    name: str, scene: GaussianScene, grasps: np.ndarray, s: Settings, plan_cfg: Any, camera: Any
+) -> tuple[list[Any], dict[str, int]]:
+    from trajgen.episodes import HandEyeRenderer, build_episode
+    from trajgen.planning import PointClearance, plan_grasp, plan_seed
+
+    labels = scene.labels.numpy()
+    means = scene.means.double().numpy()
+    clearance = PointClearance(means[labels == LABEL_HAND], means[labels == LABEL_OBJECT])
+    renderer = HandEyeRenderer(scene, camera, backend="cpu", batch_size=16)
+    episodes = []
+    lengths = []
+    for rank, grasp in enumerate(grasps):
+        plan = plan_grasp(torch.from_numpy(grasp), clearance, plan_cfg, plan_seed(0, name, rank))
+        for j, (traj, clear) in enumerate(zip(plan.trajectories, plan.clearances)):
+            attrs = {
+                "scene_id": name,
+                "grasp_rank": rank,
+                "start_id": j,
+                "episode_key": f"{name}/g{rank:03d}_s{j:03d}",
+            }
+            ep = build_episode(traj, clear, plan.grasp_pose, plan.pregrasp_pose, renderer, attrs)
+            episodes.append(ep)
+            lengths.append(ep.num_samples)
+    return episodes, {
+        "episodes": len(episodes),
+        "frames": int(sum(lengths)),
+        "max_len": int(max(lengths, default=0)),
+    }
+
+
+def dagger_episodes(
+    policy_dir: Path,
+    objects: dict[str, dict[str, Any]],
+    names: tuple[str, ...],
+    plan_cfg: Any,
+    camera_meta: dict[str, Any],
+    starts: int,
+    round_index: int,
+) -> tuple[list[Any], dict[str, Any]]:
+    """DAgger: roll the current policy out in the seen scenes, label every visited view with the planner.
+
+    From ``starts`` fresh training-like starts per object (planning seed ``1000 + round``, disjoint from
+    the demonstrations' 0 and the evaluation's), the policy runs through the same control loop as the
+    evaluation; each visited pose is relabelled with the first step of the three-phase plan from it to
+    the pre-grasp pose (`trajgen.trajectory.plan_three_phase`), and with Cls = 1 where that pose is
+    within half a step of the pre-grasp pose (elsewhere Cls is left unlabelled, NaN, so the stop score
+    keeps learning from the demonstrations only). These states are the ones the policy's own mistakes
+    lead to, which behaviour cloning alone never sees.
+    """
+    from policy.checkpoint import load_policy
+    from policy.data import EpisodeData
+    from policy.env import SceneGeometry, SplatEnv, camera_from_meta
+    from policy.robot import ControlConfig, run_control_loop
+    from policy.robot_splat import SplatCamera, SplatRobot
+    from policy.runtime import TorchPolicy
+    from splatsim.conventions import angle_between_rotations, pose_to_action
+    from trajgen.planning import PointClearance, plan_grasp, plan_seed
+    from trajgen.trajectory import plan_three_phase, pregrasp_pose
+
+    net, meta = load_policy(policy_dir)
+    fn = TorchPolicy(net)
+    intr, mount, background, mask_min_prob = camera_from_meta(camera_meta)
+    rad = math.radians
+    step_t, step_r = plan_cfg.translation_step, rad(plan_cfg.rotation_step_deg)
+    ctrl = ControlConfig(
+        max_step_translation=0.08,
+        max_step_rotation_deg=15.0,
+        workspace_min=(-5, -5, -5),
+        workspace_max=(5, 5, 5),
+    )
+    out: list[Any] = []
+    stats = {"episodes": 0, "frames": 0, "stopped": 0, "positives": 0}
+    for name in names:
+        scene, grasp = objects[name]["scene"], objects[name]["grasps"][0]
+        geo = SceneGeometry.from_scene(scene)
+        env = SplatEnv(
+            scene,
+            intr,
+            gripper_T_camera=mount,
+            background=background,
+            mask_min_prob=mask_min_prob,
+            geometry=geo,
+        )
+        labels, means = scene.labels.numpy(), scene.means.double().numpy()
+        clearance = PointClearance(means[labels == LABEL_HAND], means[labels == LABEL_OBJECT])
+        cfg_k = type(plan_cfg)(**{**plan_cfg.as_dict(), "k": starts})
+        plan = plan_grasp(torch.from_numpy(grasp), clearance, cfg_k, plan_seed(1000 + round_index, name, 0))
+        pre = pregrasp_pose(torch.from_numpy(grasp), plan_cfg.s)
+        target = torch.from_numpy(geo.object_center)
+        for j, traj in enumerate(plan.trajectories):
+            robot = SplatRobot(traj.poses[0].numpy())
+            res = run_control_loop(
+                fn, robot, SplatCamera(env, robot), ctrl, clock=robot.clock, keep_frames=True
+            )
+            actions, cls = [], []
+            for pose in res.poses[: len(res.frames)]:
+                T = torch.from_numpy(pose)
+                dist = float(torch.linalg.vector_norm(T[:3, 3] - pre[:3, 3]))
+                ang = float(angle_between_rotations(T[:3, :3], pre[:3, :3]))
+                if dist <= 0.5 * step_t and ang <= 0.5 * step_r:
+                    actions.append(np.zeros(6))
+                    cls.append(1.0)
+                    continue
+                # NaN: no stop label (only the demonstrations teach where *not* to stop); see eq17_loss
+                cls_label = math.nan
+                expert = plan_three_phase(
+                    T,
+                    pre,
+                    target,
+                    d=plan_cfg.d,
+                    phi=rad(plan_cfg.phi_deg),
+                    translation_step=step_t,
+                    rotation_step=step_r,
+                )
+                nxt = expert.poses[1] if expert.num_steps > 1 else pre
+                actions.append(pose_to_action(T, nxt).numpy())
+                cls.append(cls_label)
+            rgb = np.stack([f.rgb for f in res.frames])
+            mask = np.stack([f.mask for f in res.frames])
+            key = f"{name}/dagger{round_index}_{j:03d}"
+            out.append(
+                EpisodeData(
+                    rgb, mask, np.asarray(actions, np.float32), np.asarray(cls, np.float32), key, name
+                )
+            )
+            stats["episodes"] += 1
+            stats["frames"] += len(cls)
+            stats["stopped"] += int(res.stopped)
+            stats["positives"] += int(np.nansum(cls))
+    return out, stats
+
+
+def expert_reference(
+    eval_objects: list[EvalObject],
+    ev_cfg: EvalConfig,
+    plan_cfg: Any,
+    cam_meta: dict[str, Any],
+    plan: dict[str, Any],
+) -> dict[str, float]:
+    """Success of the demonstrations' planner itself from the evaluation's held-out starts (same metrics):
+    what the protocol allows at best, a check of the metrics rather than of the policy."""
+    from policy.env import SceneGeometry, camera_from_meta
+    from policy.evaluate import sample_eval_starts
+    from policy.metrics import episode_metrics
+    from trajgen.trajectory import plan_three_phase, pregrasp_pose
+
+    intr = camera_from_meta(cam_meta)[0]
+    start_cfg = ev_cfg.starts.updated_from_plan(plan)
+    res: dict[str, list[bool]] = {"seen": [], "unseen": []}
+    for obj in eval_objects:
+        geo = SceneGeometry.from_scene(obj.scene)
+        starts = sample_eval_starts(
+            geo, obj.grasp_poses, ev_cfg.starts_per_object, ev_cfg.seed, obj.name, start_cfg
+        )
+        for i, start in enumerate(starts):
+            grasp = torch.from_numpy(obj.grasp_poses[i % len(obj.grasp_poses)])
+            traj = plan_three_phase(
+                torch.from_numpy(start),
+                pregrasp_pose(grasp, plan_cfg.s),
+                torch.from_numpy(geo.object_center),
+                d=plan_cfg.d,
+                phi=math.radians(plan_cfg.phi_deg),
+                translation_step=plan_cfg.translation_step,
+                rotation_step=math.radians(plan_cfg.rotation_step_deg),
+            )
+            stopped = traj.num_steps - 1 <= ev_cfg.max_steps
+            m = episode_metrics(traj.poses.numpy(), stopped, geo, intr, ev_cfg.metrics)
+            res["seen" if obj.seen else "unseen"].append(m["success"])
+    return {k: float(np.mean(v)) if v else None for k, v in res.items()}
+
+
+# --------------------------------------------------------------------------------------------------
+# Main
+# --------------------------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    t_start = time.perf_counter()
+    s = QUICK if args.quick else FULL
+    if args.epochs is not None:
+        s.epochs = args.epochs
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    threads = args.threads
+    if threads <= 0:  # oversubscribed machines: OpenMP spin-waiting makes 2 threads ~5x slower than 1
+        threads = 1 if os.getloadavg()[0] > (os.cpu_count() or 1) else (os.cpu_count() or 1)
+    torch.set_num_threads(threads)
+    try:
+        import numba
+
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    except ImportError:
+        pass
+    _log(f"threads: {threads} (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
+    from trajgen.handeye import HandEyeConfig, policy_intrinsics
+    from trajgen.planning import PlanConfig
+
+    camera = HandEyeConfig(width=s.image_size, height=s.image_size)
+    plan_cfg = PlanConfig(
+        k=s.k,
+        translation_step=s.translation_step,
+        rotation_step_deg=s.rotation_step_deg,
+        min_height=s.min_height,
+    )
+    timings: dict[str, float] = {}
+
+    # 1-2: scenes and grasps
+    t = time.perf_counter()
+    objects: dict[str, dict[str, Any]] = {}
+    for name in (*s.seen, *s.unseen):
+        scene = mesh_scene(name, seed=0)[0] if args.scenes == "mesh" else recon_scene(name, 0, out / "recon")
+        grasps = object_grasps(scene, s.top_k, seed=0)
+        objects[name] = {"scene": scene, "grasps": grasps}
+        _log(f"scene {name}: {scene.num_gaussians} Gaussians, {len(grasps)} grasp targets")
+    timings["scenes_and_grasps_s"] = time.perf_counter() - t
+
+    # 3: demonstrations (seen objects only)
+    t = time.perf_counter()
+    episodes = []
+    demo_stats = {}
+    for name in s.seen:
+        eps, st = make_demos(name, objects[name]["scene"], objects[name]["grasps"], s, plan_cfg, camera)
+        episodes += eps
+        demo_stats[name] = st
+        _log(f"demos {name}: {st}")
+    timings["demos_s"] = time.perf_counter() - t
+    _log(f"demonstrations: {len(episodes)} episodes in {timings['demos_s']:.0f} s")
+    intr = policy_intrinsics(camera)
+    cam_meta = {
+        "fx": intr.fx, "fy": intr.fy, "cx": intr.cx, "cy": intr.cy, "width": intr.width, "height": intr.height,
+        "gripper_T_camera": np.eye(4).tolist(), "background": list(camera.background), "mask_min_prob": 0.5,
+    }  # fmt: skip
+    plan_dict = {
+        k: getattr(plan_cfg, k)
+        for k in ("radius", "alpha_min_deg", "jitter_deg", "theta_max_deg", "d_min", "up", "min_height")
+    }
+    demos = DemoSet([episode_from_trajgen(e) for e in episodes], cam_meta, [], plan_dict)
+    pre_masks = np.stack([e.mask[-1] for e in episodes])
+    area = calibrate_area_fraction(pre_masks)
+
+    # 4: training
+    t = time.perf_counter()
+    train_cfg = TrainConfig(
+        data=(),
+        out=out / "policy",
+        model=ModelConfig(image_size=s.image_size, width=s.width),
+        epochs=s.epochs,
+        batch_size=s.batch_size,
+        lr=s.lr,
+        lr_final_fraction=0.05,
+        cls_pos_weight=s.cls_pos_weight,
+        val_fraction=0.1,
+        seed=0,
+        resume=False,
+        progress=args.progress,
+        num_threads=threads,
+    )
+    if args.reuse_policy:  # continue from an earlier run's trained policy (same settings and seeds)
+        from policy.checkpoint import load_policy
+
+        _, meta = load_policy(args.reuse_policy)
+        tr = None
+        train_steps = int(meta.get("training", {}).get("steps", 0))
+        train_final = (meta.get("training", {}).get("history") or [None])[-1]
+        _log(f"reusing {args.reuse_policy} ({train_steps} steps) instead of training")
+    else:
+        tr = run_train(train_cfg, demos=demos, log=_log)
+        train_steps, train_final = tr.steps, (tr.history[-1] if tr.history else None)
+    timings["train_s"] = time.perf_counter() - t
+    _log(f"training: {train_steps} steps in {timings['train_s']:.0f} s")
+    policy_dir = Path(args.reuse_policy) if args.reuse_policy else out / "policy"
+
+    # 4b (optional): DAgger rounds, each fine-tuning on the demonstrations plus relabelled rollouts
+    dagger_log = []
+    extra: list[Any] = []
+    for r in range(args.dagger):
+        t = time.perf_counter()
+        eps, st = dagger_episodes(policy_dir, objects, s.seen, plan_cfg, cam_meta, args.dagger_starts, r)
+        extra += eps
+        _log(f"dagger round {r + 1}: {st} in {time.perf_counter() - t:.0f} s")
+        t2 = time.perf_counter()
+        ft_cfg = replace(
+            train_cfg,
+            out=out / f"policy_dagger{r + 1}",
+            epochs=args.dagger_epochs,
+            lr=s.lr * 0.3,
+            init_from=policy_dir,
+        )
+        ft = run_train(ft_cfg, demos=DemoSet(demos.episodes + extra, cam_meta, [], plan_dict), log=_log)
+        policy_dir = ft_cfg.out
+        dagger_log.append(
+            {**st, "rollout_s": t2 - t, "finetune_s": time.perf_counter() - t2, "steps": ft.steps}
+        )
+        timings[f"dagger{r + 1}_s"] = time.perf_counter() - t
+
+    # 5: evaluation (exported ONNX through the control loop) and IBVS-MASK
+    t = time.perf_counter()
+    eval_objects = [
+        EvalObject(n, objects[n]["scene"], objects[n]["grasps"], seen=n in s.seen) for n in objects
+    ]
+    ev_cfg = EvalConfig(
+        policy=policy_dir,
+        out=out / "eval",
+        starts_per_object=s.starts,
+        starts=StartConfig(),
+        metrics=MetricsConfig(),
+        control=ControlConfig(max_step_translation=0.08, max_step_rotation_deg=15.0),
+        ibvs_config=IBVSConfig(area_fraction=area),
+        unseen=s.unseen,
+        videos_per_object=s.videos,
+        progress=args.progress,
+        num_threads=threads,
+    )
+    ev = run_eval(ev_cfg, objects=eval_objects, log=_log)
+    timings["eval_s"] = time.perf_counter() - t
+    expert = expert_reference(eval_objects, ev_cfg, plan_cfg, cam_meta, plan_dict)
+    _log(f"expert (the planner from the same held-out starts): {expert}")
+    summ = ev.report["summary"]
+    wall = time.perf_counter() - t_start
+
+    def rate(method: str, split: str) -> float | None:
+        a = summ.get(method, {}).get(split, {})
+        return a.get("success_rate") if a.get("episodes") else None
+
+    result = {
+        "benchmark": "policy",
+        "quick": bool(args.quick),
+        "scenes": args.scenes,
+        "success_seen": rate("policy", "seen"),
+        "success_unseen": rate("policy", "unseen"),
+        "ibvs_success_seen": rate("ibvs_mask", "seen"),
+        "ibvs_success_unseen": rate("ibvs_mask", "unseen"),
+        "wall_s": wall,
+        "timings_s": timings,
+        "objects": {"seen": list(s.seen), "unseen": list(s.unseen)},
+        "starts_per_object": s.starts,
+        "demos": {"episodes": len(episodes), "frames": demos.num_frames, "per_object": demo_stats},
+        "model": {"image_size": s.image_size, "width": s.width, "epochs": s.epochs, "steps": train_steps},
+        "train_final": train_final,
+        "reused_policy": args.reuse_policy,
+        "ibvs_area_fraction": area,
+        "dagger": dagger_log,
+        "expert_success_seen": expert["seen"],
+        "expert_success_unseen": expert["unseen"],
+        "onnx_parity_max_abs_diff": (ev.report["policy"].get("export") or {}).get("max_abs_diff"),
+        "summary": {m: {k: summ[m][k] for k in ("seen", "unseen", "all")} for m in summ},
+        "goal": {"success_seen": 0.9, "success_unseen": 0.8, "margin_over_ibvs": 0.3, "wall_s": 45 * 60},
+        "out": str(out),
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+    }
+    (out / "benchmark.json").write_text(json.dumps(result, indent=1, default=str))
+    print(ev.table_md)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small version of the same protocol (a few minutes)")
+    ap.add_argument("--json", action="store_true", help="end with one JSON line of the results")
+    ap.add_argument("--out", default="runs/bench_policy", help="output folder")
+    ap.add_argument("--scenes", choices=("mesh", "recon"), default="mesh", help="how the splats are made")
+    ap.add_argument("--epochs", type=int, default=None, help="override the training epochs")
+    ap.add_argument(
+        "--dagger",
+        type=int,
+        default=None,
+        help="DAgger rounds after training (default 0; see docs/policy.md)",
+    )
+    ap.add_argument(
+        "--reuse-policy", default=None, help="skip training: start from this trained policy folder"
+    )
+    ap.add_argument("--dagger-starts", type=int, default=20, help="rollouts per seen object and DAgger round")
+    ap.add_argument("--dagger-epochs", type=int, default=4, help="fine-tuning epochs per DAgger round")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch/numba threads (0: all cores, or 1 when the load exceeds them)",
+    )
+    ap.add_argument("--progress", action="store_true", help="progress bars")
+    args = ap.parse_args(argv)
+    if args.dagger is None:
+        args.dagger = 0
+    result = run(args)
+    s = result
+    print(
+        f"success seen {s['success_seen']}, unseen {s['success_unseen']}; IBVS-MASK seen {s['ibvs_success_seen']}, "
+        f"unseen {s['ibvs_success_unseen']}; {s['wall_s']:.0f} s"
+    )
+    if args.json:
+        print(json.dumps(result, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""The hand-eye RealSense (D435/D435i) colour stream as a `policy.robot.Camera` (pyrealsense2, import-guarded).
+
+Frames are cropped and resized exactly as the training camera was (`trajgen.handeye`'s ``aspect``
+crop: the largest centred region with the policy image's aspect ratio, then a resize), so the
+intrinsics the policy saw in the splat hold on the robot. The frames carry no masks: pass a
+`policy.robot.Segmenter` to the control loop.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from policy.robot import Camera, Frame
+from splatsim.conventions import PinholeIntrinsics
+
+__all__ = ["RealSenseCamera", "crop_resize"]
+
+
+def crop_resize(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:  # [H, W, 3] uint8 -> [h, w, 3] uint8
+    """Largest centred crop with the aspect ratio of ``size`` (width, height), then an area resize."""
+    w, h = size
+    H, W = rgb.shape[:2]
+    aspect = w / h
+    cw = min(float(W), H * aspect)
+    ch = cw / aspect
+    x0, y0 = int(round((W - cw) / 2)), int(round((H - ch) / 2))
+    crop = rgb[y0 : y0 + int(round(ch)), x0 : x0 + int(round(cw))]
+    x = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1)[None].float()
+    x = F.interpolate(x, size=(h, w), mode="area")
+    return x[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+class RealSenseCamera(Camera):
+    """RealSense colour frames at the policy's size.
+
+    Args:
+        width, height: The policy image size.
+        stream_width, stream_height, fps: The colour stream to open (640x480 at 30 fps like the paper's D435i).
+        serial: A device serial number, or None for the first device.
+        rs: The pyrealsense2 module (tests pass a fake); imported when None.
+    """
+
+    def __init__(
+        self,
+        width: int = 128,
+        height: int = 128,
+        *,
+        stream_width: int = 640,
+        stream_height: int = 480,
+        fps: int = 30,
+        serial: str | None = None,
+        rs: Any = None,
+    ) -> None:
+        if rs is None:
+            try:
+                import pyrealsense2 as rs
+            except ImportError as exc:
+                raise ImportError(
+                    "RealSenseCamera needs pyrealsense2: pip install 'splatsim[robot]' (or pip install pyrealsense2)"
+                ) from exc
+        self.rs = rs
+        self.size = (int(width), int(height))
+        self.pipeline = rs.pipeline()
+        config = rs.config()
+        if serial is not None:
+            config.enable_device(serial)
+        config.enable_stream(rs.stream.color, stream_width, stream_height, rs.format.rgb8, fps)
+        profile = self.pipeline.start(config)
+        intr = profile.get_stream(rs.stream.color).as_video_stream_profile().get_intrinsics()
+        # RealSense principal points are in integer-centre pixels; the project's are +0.5 (conventions).
+        sensor = PinholeIntrinsics(intr.fx, intr.fy, intr.ppx + 0.5, intr.ppy + 0.5, intr.width, intr.height)
+        aspect = width / height
+        cw = min(float(sensor.width), sensor.height * aspect)
+        ch = cw / aspect
+        x0, y0 = round((sensor.width - cw) / 2), round((sensor.height - ch) / 2)
+        s = width / round(cw)
+        self.intrinsics = PinholeIntrinsics(
+            sensor.fx * s, sensor.fy * s, (sensor.cx - x0) * s, (sensor.cy - y0) * s, int(width), int(height)
+        )
+        self.sensor_intrinsics = sensor
+
+    def read(self) -> Frame:
+        frames = self.pipeline.wait_for_frames()
+        color = frames.get_color_frame()
+        if not color:
+            raise RuntimeError("RealSenseCamera: no colour frame")
+        rgb = np.asanyarray(color.get_data())
+        return Frame(crop_resize(rgb, self.size), None, time.monotonic())
+
+    def close(self) -> None:
+        try:
+            self.pipeline.stop()
+        except Exception:
+            pass

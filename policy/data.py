@@ -1,0 +1,382 @@
+"""Demonstrations for the policy: episodes in memory, the seeded episode-level split, the input tensor.
+
+Episodes are read from trajgen's robomimic-style HDF5 shards (``data/demo_N/obs/{rgb,mask}``,
+``actions`` [T, 6], ``cls`` [T], attributes; see `trajgen.dataset`) into uint8 arrays kept in memory:
+a CPU training run touches every frame every epoch, and 20k frames at 128x128 take ~330 MB.
+
+`make_policy_input` is the one place that turns an image and a label mask into the 5-channel network
+input (`policy.model.INPUT_CHANNELS`); training, the splat evaluation, the ONNX parity check and the
+robot loop all call it, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from splatsim.scene import LABEL_HAND, LABEL_OBJECT
+
+__all__ = [
+    "DemoSet",
+    "EpisodeData",
+    "assemble_input",
+    "find_shards",
+    "load_demos",
+    "make_policy_input",
+    "resize_frames",
+    "split_episodes",
+]
+
+SHARD_SUFFIXES = (".hdf5", ".h5")
+
+
+@dataclass
+class EpisodeData:
+    """One demonstration in memory."""
+
+    rgb: np.ndarray  # [T, H, W, 3] uint8, background included
+    mask: np.ndarray  # [T, H, W] uint8 labels: 0 background, 1 object, 2 hand
+    actions: np.ndarray  # [T, 6] float32 (euler xyz, translation)
+    cls: np.ndarray  # [T] float32, 1 at the pre-grasp pose
+    key: str
+    """Unique id: ``<shard file>:<demo group>``."""
+    scene_id: str = ""
+    """The scene (object) the episode was rendered in."""
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.actions.shape[0])
+
+
+@dataclass
+class DemoSet:
+    """Episodes plus the camera they were rendered with (from the shards' attributes)."""
+
+    episodes: list[EpisodeData]
+    camera: dict[str, Any]
+    """``fx fy cx cy width height`` of the stored images, ``gripper_T_camera`` (4x4 list),
+    ``background`` (RGB in [0, 1]) and ``mask_min_prob`` where the shards record them."""
+    files: list[str] = field(default_factory=list)
+    plan: dict[str, Any] | None = None
+    """The start-pose and trajectory settings (`trajgen.planning.PlanConfig`) the shards were planned with."""
+
+    @property
+    def num_frames(self) -> int:
+        return sum(e.num_frames for e in self.episodes)
+
+    @property
+    def scene_ids(self) -> list[str]:
+        return sorted({e.scene_id for e in self.episodes})
+
+
+def make_policy_input(
+    rgb: Tensor | np.ndarray,  # [..., H, W, 3] uint8 (or float in [0, 1])
+    mask: Tensor | np.ndarray,  # [..., H, W] uint8 labels (0 background, 1 object, 2 hand)
+) -> Tensor:  # [..., 5, H, W] float32 in [0, 1]
+    """The network input: background-removed RGB, hand mask, object mask (`policy.model.INPUT_CHANNELS`)."""
+    rgb = torch.as_tensor(rgb)
+    mask = torch.as_tensor(mask)
+    if rgb.shape[-1] != 3 or rgb.shape[:-1] != mask.shape:
+        raise ValueError(
+            f"make_policy_input: rgb must be [..., H, W, 3] and mask [..., H, W] of the same size, got "
+            f"{list(rgb.shape)} and {list(mask.shape)}"
+        )
+    rgb = rgb.float() / 255.0 if rgb.dtype == torch.uint8 else rgb.float()
+    hand = (mask == LABEL_HAND).float().unsqueeze(-3)
+    obj = (mask == LABEL_OBJECT).float().unsqueeze(-3)
+    return assemble_input(rgb.movedim(-1, -3), torch.cat([hand, obj], dim=-3))
+
+
+def assemble_input(
+    rgb: Tensor,  # [..., 3, H, W] float in [0, 1]
+    masks: Tensor,  # [..., 2, H, W] float {0, 1}: hand, object
+) -> Tensor:  # [..., 5, H, W]
+    """Removes the background (RGB kept only where hand or object) and stacks the masks."""
+    keep = masks.amax(dim=-3, keepdim=True)
+    return torch.cat([rgb * keep, masks], dim=-3).contiguous()
+
+
+def resize_frames(
+    rgb: np.ndarray,  # [T, H, W, 3] uint8
+    mask: np.ndarray,  # [T, H, W] uint8
+    size: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Resizes to ``size x size`` (area-averaged RGB, nearest labels); a no-op at the same size.
+
+    Non-square images are centre-cropped to a square first (what the hand-eye camera's ``aspect`` crop
+    does), so the intrinsics scale by ``size / side`` about the crop.
+    """
+    T, H, W = mask.shape
+    if H == W == size:
+        return rgb, mask
+    side = min(H, W)
+    y0, x0 = (H - side) // 2, (W - side) // 2
+    rgb = rgb[:, y0 : y0 + side, x0 : x0 + side]
+    mask = mask[:, y0 : y0 + side, x0 : x0 + side]
+    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(0, 3, 1, 2).float()
+    mode = "area" if size < side else "bilinear"
+    x = F.interpolate(x, size=(size, size), mode=mode)
+    m = F.interpolate(
+        torch.from_numpy(np.ascontiguousarray(mask))[:, None].float(), size=(size, size), mode="nearest"
+    )
+    rgb_out = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return rgb_out, m[:, 0].to(torch.uint8).numpy()
+
+
+def resized_camera(camera: dict[str, Any], size: int) -> dict[str, Any]:
+    """The camera dict after `resize_frames` to ``size`` (centred square crop, then scale)."""
+    if not all(k in camera for k in ("fx", "fy", "cx", "cy", "width", "height")):
+        return dict(camera)
+    W, H = int(camera["width"]), int(camera["height"])
+    side = min(W, H)
+    x0, y0 = (W - side) // 2, (H - side) // 2
+    s = size / side
+    out = dict(camera)
+    out.update(
+        fx=camera["fx"] * s,
+        fy=camera["fy"] * s,
+        cx=(camera["cx"] - x0) * s,
+        cy=(camera["cy"] - y0) * s,
+        width=size,
+        height=size,
+    )
+    return out
+
+
+def find_shards(paths: Iterable[str | Path]) -> list[Path]:
+    """HDF5 shards in ``paths`` (files, or folders searched recursively), sorted, without duplicates."""
+    found: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if p.is_file() and p.suffix in SHARD_SUFFIXES:
+            found.append(p)
+        elif p.is_dir():
+            found.extend(sorted(q for q in p.rglob("*") if q.suffix in SHARD_SUFFIXES and q.is_file()))
+        else:
+            raise FileNotFoundError(
+                f"{p}: no such demonstration shard or folder; expected an .hdf5 file or a demos/ folder "
+                "(run `splatsim demos` first)"
+            )
+    unique = sorted({q.resolve() for q in found})
+    if not unique:
+        raise ValueError(f"no .hdf5 demonstration shards under {[str(p) for p in paths]}")
+    return unique
+
+
+def _attr(value: Any) -> Any:
+    """An HDF5 attribute as a plain Python value (JSON strings decoded)."""
+    if isinstance(value, bytes):
+        value = value.decode()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, str) and value[:1] in "{[":
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def _camera_from_env_args(env: dict[str, Any]) -> dict[str, Any]:
+    """Camera facts from a shard's ``/data`` ``env_args`` (`trajgen.batch`): intrinsics, mount, background."""
+    cam: dict[str, Any] = {}
+    intr = env.get("intrinsics") or {}
+    cam.update({k: intr[k] for k in ("fx", "fy", "cx", "cy", "width", "height") if k in intr})
+    if "gripper_T_camera" in env:
+        cam["gripper_T_camera"] = env["gripper_T_camera"]
+    handeye = env.get("camera") or {}
+    if "background" in handeye:
+        cam["background"] = list(handeye["background"])
+    for k in ("mask_min_prob",):
+        if k in env:
+            cam[k] = env[k]
+    return cam
+
+
+def _shard_paths(paths: Sequence[str | Path]) -> list[Path]:
+    """Episode files: a demos folder's ``index.json`` list, else its ``episodes/**.hdf5``; files as given."""
+    from trajgen.dataset import episode_files
+
+    out: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir() and (p / "index.json").is_file():
+            out.extend(episode_files(p))
+        elif p.is_dir():
+            out.extend(q for q in find_shards([p]) if q.name != "demos.hdf5")
+        else:
+            out.extend(find_shards([p]))
+    unique = sorted({q.resolve() for q in out})
+    if not unique:
+        raise ValueError(f"no demonstration episodes under {[str(p) for p in paths]} (run `splatsim demos`)")
+    return unique
+
+
+def load_demos(
+    paths: Sequence[str | Path],
+    image_size: int | None = None,
+    *,
+    max_episodes: int | None = None,
+) -> DemoSet:
+    """Reads every episode under ``paths`` into memory, resized to ``image_size``.
+
+    ``paths`` are demos folders (their ``index.json``, else every ``.hdf5`` below them but the merged
+    ``demos.hdf5``), episode files, or merged files (``data/demo_N`` links are followed).
+
+    Raises:
+        FileNotFoundError: For a path that does not exist.
+        ValueError: Naming the file and group, for a shard without the expected datasets or with
+            inconsistent lengths or image sizes.
+    """
+    import h5py
+
+    files = _shard_paths(paths)
+    episodes: list[EpisodeData] = []
+    camera: dict[str, Any] = {}
+    plan: dict[str, Any] | None = None
+    for path in files:
+        with h5py.File(path, "r") as f:
+            if "data" not in f:
+                raise ValueError(f"{path}: no 'data' group; expected robomimic-style data/demo_N episodes")
+            data = f["data"]
+            env = _attr(data.attrs.get("env_args", "{}"))
+            env = env if isinstance(env, dict) else {}
+            shard_cam = _camera_from_env_args(env)
+            if plan is None and isinstance(env.get("plan"), dict):
+                plan = env["plan"]
+            names = sorted(data.keys(), key=lambda n: (len(n), n))
+            for name in names:
+                g = data[name]
+                where = f"{path}:data/{name}"
+                for ds in ("obs/rgb", "obs/mask", "actions", "cls"):
+                    if ds not in g:
+                        raise ValueError(f"{where}: missing dataset '{ds}'")
+                rgb = np.asarray(g["obs/rgb"][()], dtype=np.uint8)
+                mask = np.asarray(g["obs/mask"][()], dtype=np.uint8)
+                actions = np.asarray(g["actions"][()], dtype=np.float32)
+                cls = np.asarray(g["cls"][()], dtype=np.float32).reshape(-1)
+                T = actions.shape[0]
+                if (
+                    rgb.shape[:1] != (T,)
+                    or mask.shape[:1] != (T,)
+                    or cls.shape != (T,)
+                    or actions.shape != (T, 6)
+                ):
+                    raise ValueError(
+                        f"{where}: inconsistent lengths: rgb {rgb.shape}, mask {mask.shape}, actions "
+                        f"{actions.shape}, cls {cls.shape}; expected T frames and actions [T, 6]"
+                    )
+                if rgb.ndim != 4 or rgb.shape[-1] != 3 or mask.shape != rgb.shape[:3]:
+                    raise ValueError(
+                        f"{where}: rgb {rgb.shape} / mask {mask.shape}; expected [T,H,W,3] / [T,H,W]"
+                    )
+                if not np.isfinite(actions).all():
+                    raise ValueError(f"{where}: non-finite actions")
+                attrs = {k: _attr(v) for k, v in g.attrs.items()}
+                cam = dict(shard_cam)
+                cam.setdefault("width", int(rgb.shape[2]))
+                cam.setdefault("height", int(rgb.shape[1]))
+                if image_size is not None:
+                    rgb, mask = resize_frames(rgb, mask, image_size)
+                    cam = resized_camera(cam, image_size)
+                if not camera:
+                    camera = cam
+                elif (camera.get("width"), camera.get("height")) != (cam.get("width"), cam.get("height")):
+                    raise ValueError(
+                        f"{where}: images are {cam.get('width')}x{cam.get('height')}, earlier episodes "
+                        f"{camera.get('width')}x{camera.get('height')}; pass image_size to resize them all"
+                    )
+                scene_id = str(attrs.get("scene_id", env.get("scene_id", path.parent.name)))
+                key = str(attrs.get("episode_key", f"{path.name}:{name}"))
+                episodes.append(EpisodeData(rgb, mask, actions, cls, key, scene_id, attrs))
+                if max_episodes is not None and len(episodes) >= max_episodes:
+                    return DemoSet(episodes, camera, [str(p) for p in files], plan)
+    return DemoSet(episodes, camera, [str(p) for p in files], plan)
+
+
+def episode_from_trajgen(episode: Any, image_size: int | None = None) -> EpisodeData:
+    """An in-memory `trajgen.episodes.Episode` as `EpisodeData` (no file round trip)."""
+    rgb, mask = np.asarray(episode.rgb, np.uint8), np.asarray(episode.mask, np.uint8)
+    if image_size is not None:
+        rgb, mask = resize_frames(rgb, mask, image_size)
+    attrs = dict(episode.attrs)
+    scene_id = str(attrs.get("scene_id", ""))
+    key = str(
+        attrs.get("episode_key", f"{scene_id}/g{attrs.get('grasp_rank', 0)}_s{attrs.get('start_id', 0)}")
+    )
+    return EpisodeData(
+        rgb,
+        mask,
+        np.asarray(episode.actions, np.float32),
+        np.asarray(episode.cls, np.float32),
+        key,
+        scene_id,
+        attrs,
+    )
+
+
+def split_episodes(
+    groups: Sequence[str],
+    val_fraction: float,
+    seed: int,
+) -> tuple[list[int], list[int]]:
+    """Seeded split of episodes into train and validation by group: no group on both sides.
+
+    ``groups[i]`` is the episode's group (its own key for an episode-level split, its scene id for a
+    scene-level one). The validation side gets ``round(val_fraction * #groups)`` groups, at least one
+    when ``val_fraction > 0`` and there are two or more groups. Returns sorted episode indices.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction = {val_fraction}; expected a fraction in [0, 1)")
+    unique = sorted(set(groups))
+    n_val = round(val_fraction * len(unique))
+    if val_fraction > 0 and len(unique) >= 2:
+        n_val = max(1, min(n_val, len(unique) - 1))
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(unique))
+    val_groups = {unique[i] for i in order[:n_val]}
+    train = [i for i, gname in enumerate(groups) if gname not in val_groups]
+    val = [i for i, gname in enumerate(groups) if gname in val_groups]
+    return train, val
+
+
+def stack_frames(episodes: Sequence[EpisodeData]) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Concatenates episodes: rgb [N,H,W,3] uint8, mask [N,H,W] uint8, actions [N,6], cls [N], episode id [N]."""
+    if not episodes:
+        raise ValueError("no episodes to stack")
+    rgb = torch.from_numpy(np.concatenate([e.rgb for e in episodes]))
+    mask = torch.from_numpy(np.concatenate([e.mask for e in episodes]))
+    actions = torch.from_numpy(np.concatenate([e.actions for e in episodes]))
+    cls = torch.from_numpy(np.concatenate([e.cls for e in episodes]))
+    ep = torch.cat([torch.full((e.num_frames,), i, dtype=torch.int64) for i, e in enumerate(episodes)])
+    return rgb, mask, actions, cls, ep
+
+
+def action_stats(actions: Tensor) -> tuple[Tensor, Tensor]:  # [N, 6] -> mean [6], std [6]
+    """Per-dimension mean and standard deviation (population) of the actions."""
+    actions = actions.double()
+    mean = actions.mean(0)
+    std = actions.std(0, unbiased=False) if actions.shape[0] > 1 else torch.ones(6, dtype=torch.float64)
+    std = torch.where(std > 1e-8, std, torch.ones_like(std))
+    return mean.float(), std.float()
+
+
+def camera_intrinsics_or_default(camera: dict[str, Any], size: int) -> dict[str, Any]:
+    """Fills intrinsics the shards did not record with the hand-eye default (D435 at 640x480 cropped)."""
+    if all(k in camera for k in ("fx", "fy", "cx", "cy")):
+        return camera
+    f = 615.0 * size / 480.0
+    out = dict(camera)
+    out.update(fx=f, fy=f, cx=size / 2, cy=size / 2, width=size, height=size, assumed=True)
+    return out

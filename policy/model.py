@@ -1,0 +1,187 @@
+"""The handover policy network (paper Eq. 15): a ResNet-18-style CNN in plain torch.
+
+Input (`INPUT_CHANNELS`): float32 ``[B, 5, H, W]`` with values in [0, 1], channels in this order:
+
+    0-2  R, G, B of the hand-eye image with the background removed (black where the mask is 0)
+    3    hand mask (1 where the rendered label is hand)
+    4    object mask (1 where the rendered label is object)
+
+`policy.data.make_policy_input` builds it from an image and a label mask, for training, the splat and
+the robot alike.
+
+Output: 7 numbers per image. The first 6 are the action (`splatsim.conventions`: Euler xyz (3) then
+translation (3) of ``inv(T_cur) @ T_next``) *normalised* by the dataset statistics the model carries
+as buffers (``action = mean + std * out[:6]``); the 7th is the pre-grasp logit, ``C = sigmoid(logit)``
+(Eq. 16 stops when ``C >= tau_c``). `PolicyNet.predict` returns the de-normalised action and C;
+`ExportWrapper` is what ONNX export traces.
+
+The network is torchvision's ``resnet18`` layout (7x7 stride-2 stem, max-pool, four stages of two basic
+blocks, global average pool, linear head) with a 5-channel stem and a configurable width, written here
+because torchvision does not import on the development machines.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "ACTION_DIM",
+    "INPUT_CHANNELS",
+    "ExportWrapper",
+    "ModelConfig",
+    "PolicyNet",
+]
+
+INPUT_CHANNELS = ("red", "green", "blue", "hand_mask", "object_mask")
+"""Input channel order."""
+ACTION_DIM = 6
+"""Euler xyz (3, radians) + translation (3, metres)."""
+
+
+@dataclass
+class ModelConfig:
+    """Network shape: a ResNet-18 layout with a 5-channel input."""
+
+    image_size: int = 128
+    """Input height and width in pixels: 128 on the CPU, 224 like the authors' code."""
+    width: int = 64
+    """Channels of the first stage (doubling per stage: 64-128-256-512 in ResNet-18)."""
+    blocks: tuple[int, int, int, int] = (2, 2, 2, 2)
+    """Basic blocks per stage ((2, 2, 2, 2) is ResNet-18)."""
+
+    def validate(self) -> ModelConfig:
+        """Raises ValueError naming the field for impossible shapes; returns self."""
+        if not (isinstance(self.image_size, int) and self.image_size >= 32):
+            raise ValueError(
+                f"ModelConfig.image_size = {self.image_size!r}; expected an integer >= 32 pixels"
+            )
+        if not (isinstance(self.width, int) and self.width >= 4):
+            raise ValueError(f"ModelConfig.width = {self.width!r}; expected an integer >= 4 channels")
+        if len(self.blocks) != 4 or any(int(b) < 1 for b in self.blocks):
+            raise ValueError(f"ModelConfig.blocks = {self.blocks!r}; expected four block counts >= 1")
+        return self
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["blocks"] = list(self.blocks)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelConfig:
+        return cls(int(d["image_size"]), int(d["width"]), tuple(int(b) for b in d["blocks"])).validate()
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with a residual connection (1x1 projection when the shape changes)."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample: nn.Module | None = None
+        if stride != 1 or c_in != c_out:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class PolicyNet(nn.Module):
+    """ResNet-18-style policy: ``[B, 5, H, W]`` in [0, 1] -> ``[B, 7]`` (normalised action, logit)."""
+
+    def __init__(self, cfg: ModelConfig | None = None) -> None:
+        super().__init__()
+        self.cfg = (cfg or ModelConfig()).validate()
+        w = self.cfg.width
+        self.conv1 = nn.Conv2d(len(INPUT_CHANNELS), w, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(w)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        stages = []
+        c_in = w
+        for i, n in enumerate(self.cfg.blocks):
+            c_out = w * 2**i
+            layers = [BasicBlock(c_in, c_out, 1 if i == 0 else 2)]
+            layers += [BasicBlock(c_out, c_out, 1) for _ in range(int(n) - 1)]
+            stages.append(nn.Sequential(*layers))
+            c_in = c_out
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(c_in, ACTION_DIM + 1)
+        self.register_buffer("action_mean", torch.zeros(ACTION_DIM))
+        self.register_buffer("action_std", torch.ones(ACTION_DIM))
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        for m in self.modules():  # zero-init the last BN of each block (residuals start as identity)
+            if isinstance(m, BasicBlock):
+                nn.init.zeros_(m.bn2.weight)
+        nn.init.zeros_(self.fc.bias)
+        nn.init.normal_(self.fc.weight, std=1e-3)
+
+    def set_action_stats(self, mean: Tensor, std: Tensor) -> None:
+        """Stores the dataset's action mean and std [6] (std floored to avoid division by ~0)."""
+        mean = torch.as_tensor(mean, dtype=torch.float32).reshape(ACTION_DIM)
+        std = torch.as_tensor(std, dtype=torch.float32).reshape(ACTION_DIM).clamp_min(1e-6)
+        self.action_mean.copy_(mean)
+        self.action_std.copy_(std)
+
+    def normalize_action(self, action: Tensor) -> Tensor:  # [..., 6] -> [..., 6]
+        return (action - self.action_mean) / self.action_std
+
+    def denormalize_action(self, action_norm: Tensor) -> Tensor:  # [..., 6] -> [..., 6]
+        return action_norm * self.action_std + self.action_mean
+
+    def forward(
+        self,
+        x: Tensor,  # [B, 5, H, W] float in [0, 1]
+    ) -> Tensor:  # [B, 7] normalised action (6), pre-grasp logit (1)
+        if x.dim() != 4 or x.shape[1] != len(INPUT_CHANNELS):
+            raise ValueError(f"PolicyNet expects [B, {len(INPUT_CHANNELS)}, H, W] input, got {list(x.shape)}")
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+    @torch.no_grad()
+    def predict(
+        self,
+        x: Tensor,  # [B, 5, H, W]
+    ) -> tuple[Tensor, Tensor]:  # action [B, 6] (radians, metres), score C [B] in [0, 1]
+        """De-normalised action and pre-grasp score, in eval mode."""
+        was_training = self.training
+        self.eval()
+        try:
+            out = self(x)
+        finally:
+            self.train(was_training)
+        return self.denormalize_action(out[:, :ACTION_DIM]), torch.sigmoid(out[:, ACTION_DIM])
+
+
+class ExportWrapper(nn.Module):
+    """What ONNX export traces: input ``image`` [B, 5, H, W] -> ``action`` [B, 6], ``score`` [B].
+
+    The action is de-normalised (radians, metres) and the score passed through the sigmoid, so the
+    exported graph needs no statistics from outside.
+    """
+
+    def __init__(self, net: PolicyNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, image: Tensor) -> tuple[Tensor, Tensor]:
+        out = self.net(image)
+        return self.net.denormalize_action(out[:, :ACTION_DIM]), torch.sigmoid(out[:, ACTION_DIM])

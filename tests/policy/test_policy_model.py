@@ -1,0 +1,88 @@
+"""Tests for policy.model, the Eq. 17 loss and the action normalisation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from policy.model import ACTION_DIM, INPUT_CHANNELS, ExportWrapper, ModelConfig, PolicyNet
+from policy.train import eq17_loss
+
+
+@pytest.mark.parametrize("size", [128, 224])
+def test_output_shapes(size: int) -> None:
+    net = PolicyNet(ModelConfig(size, 8)).eval()
+    x = torch.rand(2, len(INPUT_CHANNELS), size, size)
+    out = net(x)
+    assert out.shape == (2, ACTION_DIM + 1)
+    action, score = net.predict(x)
+    assert action.shape == (2, 6) and score.shape == (2,)
+    assert ((score >= 0) & (score <= 1)).all()
+    a2, s2 = ExportWrapper(net)(x)
+    torch.testing.assert_close(a2, action)
+    torch.testing.assert_close(s2, score)
+
+
+def test_resnet18_layout() -> None:
+    net = PolicyNet(ModelConfig(128, 64))
+    assert net.conv1.in_channels == 5 and net.conv1.kernel_size == (7, 7)
+    assert [len(s) for s in (net.layer1, net.layer2, net.layer3, net.layer4)] == [2, 2, 2, 2]
+    assert net.fc.in_features == 512 and net.fc.out_features == 7
+    # torchvision's resnet18 has 11.69M parameters with a 3-channel stem and 1000 classes; ours differs
+    # only in the stem (5 channels: +6272) and the head (7 outputs: -509,496)
+    n = sum(p.numel() for p in net.parameters())
+    assert n == 11_689_512 + 2 * 64 * 49 - (512 * 1000 + 1000) + (512 * 7 + 7)
+
+
+def test_bad_input_shape() -> None:
+    net = PolicyNet(ModelConfig(32, 4))
+    with pytest.raises(ValueError, match="expects"):
+        net(torch.rand(1, 3, 32, 32))
+    with pytest.raises(ValueError, match="image_size"):
+        ModelConfig(8, 4).validate()
+
+
+def test_normalisation_round_trip() -> None:
+    net = PolicyNet(ModelConfig(32, 4))
+    mean = torch.tensor([0.01, -0.02, 0.03, 0.001, 0.002, 0.03])
+    std = torch.tensor([0.02, 0.03, 0.01, 0.005, 0.004, 0.01])
+    net.set_action_stats(mean, std)
+    a = torch.randn(10, 6) * std + mean
+    torch.testing.assert_close(net.denormalize_action(net.normalize_action(a)), a)
+    n = net.normalize_action(a)
+    torch.testing.assert_close(net.normalize_action(mean[None]), torch.zeros(1, 6))
+    assert n.shape == a.shape
+    # the statistics are buffers: saved with the weights
+    assert {"action_mean", "action_std"} <= set(net.state_dict())
+
+
+def test_eq17_loss_values() -> None:
+    out = torch.zeros(2, 7)
+    target = torch.tensor([[1.0, 0.0, 0.0, 0.0, 2.0, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]])
+    cls = torch.tensor([1.0, 0.0])
+    total, parts = eq17_loss(out, target, cls)
+    # L_R = mean over 2x3 of squares = 1/6; L_T = 4/6; L_C = mean((0.5-1)^2, 0.5^2) = 0.25
+    assert parts["L_R"].item() == pytest.approx(1 / 6)
+    assert parts["L_T"].item() == pytest.approx(4 / 6)
+    assert parts["L_C"].item() == pytest.approx(0.25)
+    assert total.item() == pytest.approx(100 * 4 / 6 + 100 * 1 / 6 + 0.25)
+    total_w, _ = eq17_loss(out, target, cls, lambda_t=1.0, lambda_r=2.0, cls_pos_weight=3.0)
+    assert total_w.item() == pytest.approx(4 / 6 + 2 / 6 + 0.25)
+
+
+def test_eq17_loss_gradients_flow() -> None:
+    net = PolicyNet(ModelConfig(32, 4))
+    x = torch.rand(4, 5, 32, 32)
+    loss, _ = eq17_loss(net(x), torch.randn(4, 6), torch.tensor([0.0, 0.0, 0.0, 1.0]))
+    loss.backward()
+    assert net.fc.weight.grad is not None and torch.isfinite(net.fc.weight.grad).all()
+    assert net.conv1.weight.grad.abs().sum() > 0
+
+
+def test_eq17_unlabelled_frames_leave_l_c() -> None:
+    out = torch.zeros(3, 7)
+    target = torch.zeros(3, 6)
+    _, parts = eq17_loss(out, target, torch.tensor([1.0, float("nan"), float("nan")]))
+    assert parts["L_C"].item() == pytest.approx(0.25)
+    total, parts = eq17_loss(out, target, torch.full((3,), float("nan")))
+    assert parts["L_C"].item() == 0.0 and torch.isfinite(total)

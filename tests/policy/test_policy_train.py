@@ -1,0 +1,108 @@
+"""Tests for policy.train and policy.checkpoint: files, reload, exact resume, config errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from policy_test_helpers import SIZE
+from safetensors.torch import load_file
+
+from policy.checkpoint import load_policy
+from policy.model import ModelConfig
+from policy.train import TrainConfig, run_train
+
+
+def _cfg(demo_dir, out, **kw) -> TrainConfig:
+    base = dict(data=(demo_dir,), out=out, model=ModelConfig(SIZE, 4), epochs=2, batch_size=4, progress=False)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_checkpoint_files_and_reload(trained_policy) -> None:
+    for name in (
+        "model.safetensors",
+        "config.json",
+        "train_state.pt",
+        "train_log.json",
+        "training_curve.png",
+    ):
+        assert (trained_policy / name).is_file(), name
+    net, meta = load_policy(trained_policy)
+    assert meta["format"] == "splatsim.policy" and meta["tau_c"] == 0.7
+    assert meta["input"]["channels"] == ["red", "green", "blue", "hand_mask", "object_mask"]
+    assert meta["camera"]["width"] == SIZE
+    assert meta["training"]["steps"] == 3
+    # the dataset statistics travel with the weights
+    state = load_file(str(trained_policy / "model.safetensors"))
+    torch.testing.assert_close(state["action_std"], torch.tensor(meta["action"]["std"]))
+    assert not torch.allclose(state["action_std"], torch.ones(6))
+    # the split is recorded, episode-level, without overlap
+    tr = meta["training"]
+    assert tr["train_episodes"] and tr["val_episodes"]
+    assert not set(tr["train_episodes"]) & set(tr["val_episodes"])
+
+
+def test_resume_is_exact(tmp_path, demo_dir) -> None:
+    torch.set_num_threads(1)
+    try:
+        full = run_train(_cfg(demo_dir, tmp_path / "full", max_steps=4))
+        first = run_train(_cfg(demo_dir, tmp_path / "split", max_steps=2))
+        assert first.steps == 2
+        second = run_train(_cfg(demo_dir, tmp_path / "split", max_steps=4))
+    finally:
+        torch.set_num_threads(torch.get_num_threads())
+    assert second.resumed_from_step == 2 and second.steps == 4 and full.steps == 4
+    a = load_file(str(tmp_path / "full" / "model.safetensors"))
+    b = load_file(str(tmp_path / "split" / "model.safetensors"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+
+
+def test_resume_refuses_other_config(tmp_path, demo_dir) -> None:
+    run_train(_cfg(demo_dir, tmp_path, max_steps=1))
+    r = run_train(_cfg(demo_dir, tmp_path, max_steps=1, lr=3e-4))
+    assert r.resumed_from_step is None
+
+
+def test_history_and_log(tmp_path, demo_dir) -> None:
+    r = run_train(_cfg(demo_dir, tmp_path, epochs=1))
+    assert r.epochs_done == 1 and len(r.history) == 1
+    h = r.history[0]
+    for key in ("train_loss", "val_loss", "val_L_T", "val_L_R", "val_L_C", "val_rot_mae_deg"):
+        assert key in h
+    log = json.loads((tmp_path / "train_log.json").read_text())
+    assert log["history"][0]["epoch"] == 1
+    assert r.curve_png is not None and r.curve_png.stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("epochs", 0, "epochs"),
+        ("batch_size", 1, "batch_size"),
+        ("val_fraction", 1.0, "val_fraction"),
+        ("lr", 0.0, "lr"),
+    ],
+)
+def test_bad_config(tmp_path, demo_dir, field, value, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        run_train(_cfg(demo_dir, tmp_path, **{field: value}))
+
+
+def test_missing_data(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match="splatsim demos"):
+        run_train(_cfg(tmp_path / "nope", tmp_path / "out"))
+
+
+def test_init_from_keeps_the_statistics(tmp_path, demo_dir, trained_policy) -> None:
+    init, _ = load_policy(trained_policy)
+    r = run_train(_cfg(demo_dir, tmp_path, max_steps=1, init_from=trained_policy, val_fraction=0.5))
+    net, meta = load_policy(r.out_dir)
+    torch.testing.assert_close(net.action_mean, init.action_mean)
+    torch.testing.assert_close(net.action_std, init.action_std)
+    with pytest.raises(ValueError, match="init_from"):
+        run_train(
+            _cfg(demo_dir, tmp_path / "b", max_steps=1, init_from=trained_policy, model=ModelConfig(SIZE, 8))
+        )
