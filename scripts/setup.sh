@@ -23,6 +23,21 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   fi
 fi
 
+# --- chromium for the web app's browser test (tests/ui/test_app_browser.py) -------------------------
+# Debian's chromium, driven by playwright's Python package; never `playwright install` (a browser
+# download). Without chromium (no apt-get, or the install fails) the browser test is skipped.
+if ! command -v chromium >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    echo "[setup] installing chromium (for the web app's browser test)"
+    { $SUDO apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null; } \
+      || echo "[setup] could not install chromium: the web app's browser test will be skipped" >&2
+  else
+    echo "[setup] no chromium and no apt-get: the web app's browser test will be skipped" >&2
+  fi
+fi
+# --- end of the chromium block ---------------------------------------------------------------------
+
 if [ ! -x "$VENV/bin/python" ]; then
   echo "[setup] creating $VENV"
   python3 -m venv "$VENV"

@@ -13,7 +13,9 @@ these float32 properties in this order:
   necessarily unit length) — i.e. exactly the stored fields of :class:`GaussianScene`.
 - ``nx ny nz`` (zeros) are written by INRIA 3DGS but not by gsplat; we omit them by default (the
   property list then equals gsplat's) and accept files with or without them.
-- ``label`` (uchar: 0 background, 1 object, 2 hand) is our addition at the end; viewers ignore it.
+- ``label`` (float32 holding 0 background, 1 object, 2 hand) is our addition at the end. It is a float,
+  not a uchar, because some splat viewers (gradio's ``Model3D`` among them) refuse any non-float vertex
+  property; files with an integer ``label`` are read too.
   A file without it reads as all background.
 
 Reading never executes or unpickles anything: the header is parsed as text and the body as plain
@@ -75,12 +77,12 @@ def _scene_to_vertex_array(scene: GaussianScene, normals: bool, label: bool) -> 
     names = ply_property_names(s.sh_degree, normals=normals, label=label)
     dtype = [(name, "<f4") for name in names[: floats.shape[1]]]
     if label:
-        dtype.append((LABEL_PROPERTY, "u1"))
+        dtype.append((LABEL_PROPERTY, "<f4"))
     vertex = np.empty(n, dtype=dtype)
     for i, (name, _) in enumerate(dtype[: floats.shape[1]]):
         vertex[name] = floats[:, i]
     if label:
-        vertex[LABEL_PROPERTY] = s.labels.numpy().astype(np.uint8)
+        vertex[LABEL_PROPERTY] = s.labels.numpy().astype(np.float32)
     return vertex
 
 
@@ -216,13 +218,13 @@ def _vertex_to_scene(ply: PlyData, path: Path) -> GaussianScene:
 
     if LABEL_PROPERTY in props:
         prop = props[LABEL_PROPERTY]
-        if isinstance(prop, PlyListProperty) or data.dtype[LABEL_PROPERTY].kind not in "iu":
+        if isinstance(prop, PlyListProperty) or data.dtype[LABEL_PROPERTY].kind not in "iuf":
             raise ValueError(
-                f"{path}: vertex property '{LABEL_PROPERTY}' is {data.dtype[LABEL_PROPERTY]}; expected an "
-                f"integer (uchar) in 0..{NUM_LABELS - 1}"
+                f"{path}: vertex property '{LABEL_PROPERTY}' is {data.dtype[LABEL_PROPERTY]}; expected a "
+                f"number (float or integer) in 0..{NUM_LABELS - 1}"
             )
         raw = np.asarray(data[LABEL_PROPERTY])
-        bad = (raw < 0) | (raw >= NUM_LABELS)
+        bad = ~np.isfinite(raw) | (raw < 0) | (raw >= NUM_LABELS) | (raw != np.round(raw))
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
             raise ValueError(

@@ -31,12 +31,14 @@ import logging
 import threading
 import zipfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
+from ui import app_upload
+from ui.app_config import AppConfig
 from ui.app_jobs import DONE, FAILED, Job, JobContext, JobRunner
 from ui.app_runs import (
     APP_DIR,
@@ -52,7 +54,6 @@ from ui.app_runs import (
     supersede,
     write_record,
 )
-from ui.app_upload import ExtractLimits, import_capture
 
 __all__ = ["AppConfig", "Studio", "build_app", "launch"]
 
@@ -72,7 +73,8 @@ UPLOAD_KINDS = [
     ("nerfstudio (transforms.json + depth)", "nerfstudio"),
     ("DexYCB sequence", "dexycb"),
 ]
-SCENE_VIEWS = ["whole scene", "hand + object", "object", "hand"]
+SCENE_VIEWS = ["hand + object", "whole scene", "object", "hand"]
+"""What the splat viewer shows; hand + object first: small, it loads at once, and it is what the labels are for."""
 STAGE_TITLES = {
     "capture": "capture",
     "scene": "reconstruction",
@@ -82,39 +84,6 @@ STAGE_TITLES = {
     "eval": "evaluation",
     "export": "export",
 }
-
-
-@dataclass
-class AppConfig:
-    """The studio web app: where runs live, where it listens, what it accepts."""
-
-    runs_dir: Path = Path("runs")
-    """Folder holding one folder per run (created); the app lists and reopens them."""
-    host: str = "127.0.0.1"
-    """Address to listen on: 127.0.0.1 keeps the app on this machine; 0.0.0.0 opens it to the network
-    (then also set auth)."""
-    port: int = 7860
-    """Port to listen on (0: the first free one from 7860)."""
-    max_upload_mb: int = 2048
-    """Largest upload accepted (megabytes)."""
-    max_extract_mb: int = 8192
-    """Most bytes an uploaded zip may hold once extracted (megabytes)."""
-    max_extract_files: int = 20_000
-    """Most members an uploaded zip may hold."""
-    max_compression_ratio: float = 200.0
-    """Largest compression ratio of one zip member larger than 1 MB (a decompression-bomb guard)."""
-    auth: str | None = None
-    """'user:password' to require a login (advisable with a host other than 127.0.0.1)."""
-    open_browser: bool = False
-    """Open the app in the default browser once it listens."""
-
-    def limits(self) -> ExtractLimits:
-        return ExtractLimits(
-            max_files=self.max_extract_files,
-            max_total_bytes=self.max_extract_mb * 1024**2,
-            max_file_bytes=min(self.max_extract_mb, 4096) * 1024**2,
-            max_ratio=self.max_compression_ratio,
-        )
 
 
 def _policy_available() -> dict[str, str | None]:
@@ -145,13 +114,19 @@ def _error_md(message: str) -> str:
     return f"❌ {message}"
 
 
-def _status_md(job: Job | None, reused: bool = False) -> str:
+def _is_skip(value: Any) -> bool:
+    """Whether an output value is gr.skip() (leave the component as it is)."""
+    return isinstance(value, dict) and value.get("__type__") == "update" and len(value) == 1
+
+
+def _status_md(job: Job | None) -> str:
+    """The status line of a step: ⏳ running (with ETA), ✓ done (or up to date), ❌ the error."""
     if job is None:
         return ""
     if job.status == FAILED:
         return _error_md(f"{job.error}") if job.error else "❌ failed"
     if job.status == DONE:
-        if reused or job.result == "reused":
+        if job.result == "reused":
             return f"✓ {STAGE_TITLES.get(job.stage, job.stage)}: up to date (same settings as before; nothing to redo)"
         return f"✓ {job.describe()}"
     return f"⏳ {job.describe()}"
@@ -286,11 +261,13 @@ class Studio:
                 "object": scene.labels == LABEL_OBJECT,
                 "hand": scene.labels == LABEL_HAND,
             }[slug]
+            if not bool(keep.any()):
+                keep = scene.labels >= 0  # nothing with that label: show the whole scene
             out.parent.mkdir(parents=True, exist_ok=True)
             write_ply(scene.subset(keep), out, label=False)
         return str(out)
 
-    def scene_view(self, run_dir: Path | None, view: str = "whole scene") -> list[Any]:
+    def scene_view(self, run_dir: Path | None, view: str = SCENE_VIEWS[0]) -> list[Any]:
         """[loss plot, model3d, heldout image, report md, info]"""
         from ui.app_views import loss_figure, read_json, recon_report_markdown
 
@@ -468,9 +445,8 @@ class Studio:
             out.append(_status_md(job))
         return out
 
-    def open_run(self, run: str | None, scene_view: str = "whole scene") -> list[Any]:
+    def open_run(self, run: str | None, scene_view: str = SCENE_VIEWS[0]) -> list[Any]:
         """Everything every tab shows for a run."""
-        print("DEBUG open_run", run, flush=True)
         try:
             run_dir = self._run(run) if run else None
         except ValueError as exc:
@@ -596,7 +572,7 @@ class Studio:
             shutil.rmtree(incoming.parent, ignore_errors=True)
             try:
                 # Validated in full before the run's current capture (if any) is moved aside.
-                import_capture(
+                app_upload.import_capture(
                     path,
                     incoming,
                     kind=kind,
@@ -762,14 +738,21 @@ class Studio:
                 == [c["status"] for c in doc["candidates"]]
             )
             downstream = [s for s in DOWNSTREAM["grasps"] if any((run_dir / p).exists() for p in OUTPUTS[s])]
-            busy = [j for j in self.jobs.find(run_dir.name, active_only=True) if j.stage != "grasps"]
+            busy = self.jobs.find(run_dir.name, active_only=True)
             if not same and (downstream or busy) and not force:
-                return (
-                    f"Preview only: {', '.join(downstream) or 'a running job'} used the saved grasps.json "
-                    f"(d_s = {100 * old['config']['d_s']:.1f} cm, top-K {old['config']['top_k']}). Press **Compute "
-                    "grasps** to use this filter (earlier results move to .superseded/, nothing is deleted)."
+                saved = (
+                    f" (d_s = {100 * old['config']['d_s']:.1f} cm, top-K {old['config']['top_k']})"
                     if old
-                    else "Preview only."
+                    else ""
+                )
+                why = (
+                    f"{', '.join(downstream)} were made from the saved grasps.json{saved}"
+                    if downstream
+                    else "a job is running on this run"
+                )
+                return (
+                    f"Preview only: {why}. Press **Compute grasps** to use this filter (earlier results move "
+                    "to .superseded/, nothing is deleted)."
                 )
             if not same and downstream:
                 supersede(run_dir, list(DOWNSTREAM["grasps"]), "grasps")
@@ -786,7 +769,6 @@ class Studio:
         return f"Saved to grasps.json (d_s = {100 * d_s:.1f} cm, top-K {top_k})."
 
     def refilter_grasps(self, run, d_s, top_k):
-        print("DEBUG refilter", run, d_s, top_k, flush=True)
         try:
             run_dir = self._run(run)
             if self._base_doc(run_dir) is None:
@@ -1051,6 +1033,8 @@ class Studio:
             job_md = "**Jobs** (one at a time, in order):  \n" + "  \n".join(lines)
         else:
             job_md = "Idle: no job running."
+        job_out: Any = gr.skip() if seen.get("_jobs") == job_md else job_md
+        seen["_jobs"] = job_md
         statuses: list[Any] = []
         scene_curve: Any = gr.skip()
         train_curve: Any = gr.skip()
@@ -1081,7 +1065,13 @@ class Studio:
             session = getattr(request, "session_hash", None)
             if snap["status"] in (DONE, FAILED) and prev is not None and session not in job.waiters:
                 token = f"{stage}:{job.id}:{snap['status']}"  # e.g. a reopened tab: reload the results
-        return [job_md, *statuses, scene_curve, train_curve, token, seen]
+        run_md: Any = gr.skip()
+        if any(not _is_skip(x) for x in statuses):
+            try:
+                run_md = self._run_md(self._run(run))
+            except ValueError:
+                pass
+        return [job_out, *statuses, scene_curve, train_curve, token, run_md, seen]
 
     def reload_after_job(self, run, token, scene_view):
         """Reloads what a finished job changed (all tabs: downstream ones may have moved aside)."""
@@ -1121,7 +1111,7 @@ class Studio:
                     elem_id="new-run-name",
                 )
                 new_btn = gr.Button("New run", scale=0, elem_id="new-run-btn")
-            run_md = gr.Markdown(elem_id="run-info")
+            run_md = gr.Markdown(self._run_md(None), elem_id="run-info")
             new_run_error = gr.Markdown(elem_id="new-run-error")
             job_md = gr.Markdown("Idle: no job running.", elem_id="job-status")
             seen = gr.State({})
@@ -1193,7 +1183,11 @@ class Studio:
                     cap_status = gr.Markdown(elem_id="capture-status")
                     cap_summary = gr.Markdown(elem_id="capture-summary")
                     cap_gallery = gr.Gallery(
-                        label="Views: RGB · depth · masks", columns=6, height=420, elem_id="capture-gallery"
+                        label="Views: RGB · depth · masks",
+                        columns=6,
+                        height=420,
+                        interactive=False,
+                        elem_id="capture-gallery",
                     )
                     cap_info = gr.JSON(label="capture (API summary)", visible=False, elem_id="capture-info")
 
@@ -1219,18 +1213,22 @@ class Studio:
                     with gr.Row():
                         with gr.Column(scale=3):
                             sc_view = gr.Radio(
-                                SCENE_VIEWS, value="whole scene", label="Show", elem_id="scene-view"
+                                SCENE_VIEWS, value=SCENE_VIEWS[0], label="Show", elem_id="scene-view"
                             )
                             sc_model = gr.Model3D(
-                                label="Splat (drag to orbit)", height=460, elem_id="scene-model3d"
+                                label="Splat (drag to orbit)",
+                                height=460,
+                                interactive=False,
+                                elem_id="scene-model3d",
                             )
                         with gr.Column(scale=2):
                             sc_loss = gr.Plot(label="Loss", elem_id="scene-loss")
                             sc_report = gr.Markdown(elem_id="scene-report")
                     sc_heldout = gr.Image(
-                        label="Held-out view: captured | rendered | rendered depth | reference depth | "
-                        "rendered labels | captured mask",
+                        label="Held-out view (never trained on): captured | rendered | depth error "
+                        "(0 to 2 cm) | rendered labels over the capture",
                         type="filepath",
+                        interactive=False,
                         elem_id="scene-heldout",
                     )
                     sc_info = gr.JSON(visible=False, elem_id="scene-info")
@@ -1284,6 +1282,7 @@ class Studio:
                         de_traj = gr.Image(
                             label="Trajectories (dark red = start, yellow = pre-grasp)",
                             type="filepath",
+                            interactive=False,
                             elem_id="demos-trajectories",
                         )
                         with gr.Column():
@@ -1291,7 +1290,9 @@ class Studio:
                                 [], label="Episode", allow_custom_value=True, elem_id="demos-episode"
                             )
                             de_video = gr.Video(
-                                label="Episode: RGB | masks (object blue, hand orange)", elem_id="demos-video"
+                                label="Episode: RGB | masks (object blue, hand orange)",
+                                interactive=False,
+                                elem_id="demos-video",
                             )
                     de_stats = gr.Markdown(elem_id="demos-stats")
                     de_info = gr.JSON(visible=False, elem_id="demos-info")
@@ -1334,15 +1335,19 @@ class Studio:
                     )
                     with gr.Row():
                         ev_video_p = gr.Video(
-                            label="Policy (RGB | policy input)", elem_id="policy-eval-video"
+                            label="Policy (RGB | policy input)",
+                            interactive=False,
+                            elem_id="policy-eval-video",
                         )
-                        ev_video_b = gr.Video(label="IBVS-MASK", elem_id="policy-eval-video-ibvs")
+                        ev_video_b = gr.Video(
+                            label="IBVS-MASK", interactive=False, elem_id="policy-eval-video-ibvs"
+                        )
                     gr.Markdown("**Export** to ONNX (checked in onnxruntime against torch)")
                     if self.policy_missing["export"]:
                         gr.Markdown(self.policy_missing["export"], elem_id="policy-export-unavailable")
                     ex_btn = gr.Button("Export", variant="primary", elem_id="policy-export-btn")
                     ex_status = gr.Markdown(elem_id="policy-export-status")
-                    ex_file = gr.File(label="ONNX bundle", elem_id="policy-export-file")
+                    ex_file = gr.File(label="ONNX bundle", interactive=False, elem_id="policy-export-file")
                     ex_md = gr.Markdown(elem_id="policy-export-info")
                     po_info = gr.JSON(visible=False, elem_id="policy-info")
 
@@ -1437,7 +1442,7 @@ class Studio:
             timer.tick(
                 self.poll,
                 [run_select, seen],
-                [job_md, *status_outs, sc_loss, po_curve, token, seen],
+                [job_md, *status_outs, sc_loss, po_curve, token, run_md, seen],
                 show_progress="hidden",
                 api_visibility="private",
                 concurrency_limit=None,
@@ -1476,13 +1481,13 @@ def launch(config: AppConfig | None = None, *, prevent_thread_lock: bool = False
         The running `Studio`; its ``blocks.local_url`` is the address.
     """
     config = config or AppConfig()
-    studio = Studio(config)
     auth = None
     if config.auth:
         user, sep, password = config.auth.partition(":")
         if not sep or not user or not password:
-            raise ValueError("AppConfig.auth must be 'user:password'")
+            raise ValueError(f"AppConfig.auth = {config.auth!r}; expected 'user:password'")
         auth = (user, password)
+    studio = Studio(config)
     studio.blocks.queue(default_concurrency_limit=1)
     studio.blocks.launch(
         server_name=config.host,
@@ -1494,6 +1499,9 @@ def launch(config: AppConfig | None = None, *, prevent_thread_lock: bool = False
         prevent_thread_lock=prevent_thread_lock,
         share=False,
         show_error=True,
+        theme=gr.themes.Default(  # system fonts: the page loads nothing from outside this machine
+            font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
+        ),
         quiet=True,
         ssr_mode=False,
         mcp_server=False,

@@ -18,6 +18,7 @@ from recon.pipeline import ReconConfig
 from recon.synth import SynthConfig
 from trajgen.batch import DemosConfig
 from trajgen.grasps import GraspConfig
+from ui.app_config import AppConfig
 
 
 @dataclasses.dataclass
@@ -174,6 +175,19 @@ class Demos:
 
 
 @dataclasses.dataclass
+class App:
+    """The studio web app: capture → scene → grasps → demos → policy in the browser (127.0.0.1)."""
+
+    config: tyro.conf.OmitArgPrefixes[AppConfig] = dataclasses.field(default_factory=AppConfig)
+
+    def run(self) -> int:
+        from ui.app import launch
+
+        launch(self.config)
+        return 0
+
+
+@dataclasses.dataclass
 class Demo:
     """Run the whole studio on the built-in default scene."""
 
@@ -212,6 +226,7 @@ Commands = tyro.conf.OmitSubcommandPrefixes[
         Annotated[Recon, tyro.conf.subcommand("recon")],
         Annotated[Grasps, tyro.conf.subcommand("grasps")],
         Annotated[Demos, tyro.conf.subcommand("demos")],
+        Annotated[App, tyro.conf.subcommand("app")],
         Annotated[RenderCheck, tyro.conf.subcommand("render-check")],
     ]
 ]

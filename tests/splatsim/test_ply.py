@@ -92,14 +92,15 @@ def test_empty_scene_round_trip(tmp_path: Path) -> None:
     assert back.num_gaussians == 0 and back.sh_degree == 2
 
 
-def test_file_is_binary_little_endian_float32_with_uchar_label(tmp_path: Path) -> None:
+def test_file_is_binary_little_endian_all_float32(tmp_path: Path) -> None:
+    """Every property, label included, is float32: viewers such as gradio's Model3D refuse others."""
     path = tmp_path / "s.ply"
     write_ply(random_scene(5, seed=0, sh_degree=1), path)
     ply = PlyData.read(str(path))
     assert not ply.text and ply.byte_order == "<"
     vertex = ply["vertex"]
     kinds = {p.name: vertex.data.dtype[p.name] for p in vertex.properties}
-    assert kinds.pop("label") == np.uint8
+    assert "label" in kinds
     assert all(dt == np.float32 for dt in kinds.values())
 
 
@@ -228,11 +229,18 @@ def test_label_7(tmp_path: Path) -> None:
         read_ply(path)
 
 
-def test_float_label(tmp_path: Path) -> None:
+def test_uchar_label_is_read(tmp_path: Path) -> None:
     cols = valid_columns()
-    cols["label"] = np.zeros(6, dtype=np.float32)
+    cols["label"] = np.array([0, 1, 2, 2, 1, 0], dtype=np.uint8)
+    path = write_vertex(tmp_path / "ulabel.ply", cols)
+    assert read_ply(path).labels.tolist() == [0, 1, 2, 2, 1, 0]
+
+
+def test_fractional_label(tmp_path: Path) -> None:
+    cols = valid_columns()
+    cols["label"] = np.array([0, 1, 1.5, 0, 0, 0], dtype=np.float32)
     path = write_vertex(tmp_path / "flabel.ply", cols)
-    with pytest.raises(ValueError, match=r"flabel\.ply.*'label'.*integer"):
+    with pytest.raises(ValueError, match=r"flabel\.ply.*'label'.*value 1.5 at row 2"):
         read_ply(path)
 
 
