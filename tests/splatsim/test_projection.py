@@ -23,7 +23,9 @@ def _cams(C: int, W: int, H: int, dtype=torch.float64):
         angle = axis.norm()
         k = axis / angle
         Kx = torch.tensor([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]], dtype=dtype)
-        viewmats[c, :3, :3] = torch.eye(3, dtype=dtype) + torch.sin(angle) * Kx + (1 - torch.cos(angle)) * Kx @ Kx
+        viewmats[c, :3, :3] = (
+            torch.eye(3, dtype=dtype) + torch.sin(angle) * Kx + (1 - torch.cos(angle)) * Kx @ Kx
+        )
         viewmats[c, :3, 3] = torch.randn(3, generator=g, dtype=dtype) * 0.3
     Ks = torch.tensor([[0.9 * W, 0, W / 2], [0, 0.9 * W, H / 2], [0, 0, 1]], dtype=dtype).repeat(C, 1, 1)
     return viewmats, Ks

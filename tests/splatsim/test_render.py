@@ -28,7 +28,13 @@ def _cams(C: int, W: int, H: int, seed: int = 0, focal: float | None = None):
 
 
 def _params(scene: GaussianScene, requires_grad: bool = False):
-    ps = [scene.means.clone(), scene.quats.clone(), scene.scales.clone(), scene.opacities.clone(), scene.sh.clone()]
+    ps = [
+        scene.means.clone(),
+        scene.quats.clone(),
+        scene.scales.clone(),
+        scene.opacities.clone(),
+        scene.sh.clone(),
+    ]
     for p in ps:
         p.requires_grad_(requires_grad)
     return ps
