@@ -558,10 +558,15 @@ def optimize(
 
     step = start
     clean = True  # False while parameters are being modified: no checkpoint may be taken then
+    in_step = False  # True from the start of a step until it is finished
+    snapshot: tuple[list[int], Tensor] = ([], generator.get_state())
     bar = _Progress(progress, cfg.iterations, start)
     try:
         with bar:
             while step < cfg.iterations:
+                # What a checkpoint taken mid-step must restore: the view cycle and the generator.
+                snapshot = (list(order), generator.get_state())
+                in_step = True
                 step_loss = 0.0
                 batch = []
                 for _ in range(cfg.views_per_step):
@@ -597,6 +602,7 @@ def optimize(
                 if any(counts.values()):
                     densify_log.append(dict(counts, step=step, num_gaussians=len(params["means"])))
                 clean = True
+                in_step = False
                 window.append(step_loss)
                 if len(window) == 10 or step == cfg.iterations:
                     losses.append(sum(window) / len(window))
@@ -608,7 +614,10 @@ def optimize(
                     callback(step, {"loss": step_loss, "num_gaussians": len(params["means"])})
         checkpoint(step)
     except BaseException:
-        if clean and step > start:
+        if clean and step > start:  # parameters are at a step boundary: keep the finished steps
+            if in_step:
+                order = snapshot[0]
+                generator.set_state(snapshot[1])
             checkpoint(step)
             log(f"interrupted: checkpointed step {step}/{cfg.iterations} in {ckpt_dir}")
         raise

@@ -144,7 +144,9 @@ def test_optimizer_reduces_the_loss(tiny):
 def test_optimizer_with_densification_runs_and_keeps_tensors_consistent(tiny):
     scene, views = tiny
     cfg = OptimConfig(iterations=6, checkpoint_every=0)
-    dens = DensifyConfig(start_step=2, stop_step=4, every=2, grow_grad2d=0.0, grow_scale_m=0.004)
+    dens = DensifyConfig(
+        enabled=True, start_step=2, stop_step=4, every=2, grow_grad2d=0.0, grow_scale_m=0.004
+    )
     res = optimize(_perturbed(scene), views, cfg, dens, backend="cpu", progress=False)
     assert res.densify_log and res.densify_log[0]["step"] == 2
     assert res.scene.num_gaussians > scene.num_gaussians
@@ -185,7 +187,13 @@ def test_densify_clones_small_splits_large_and_prunes_transparent():
     assert state["count"].tolist() == [1.0] * 40
     labels_before = params["labels"].clone()
     cfg = DensifyConfig(
-        start_step=1, stop_step=10, every=1, grow_grad2d=0.1, grow_scale_m=0.004, prune_opacity=0.01
+        enabled=True,
+        start_step=1,
+        stop_step=10,
+        every=1,
+        grow_grad2d=0.1,
+        grow_scale_m=0.004,
+        prune_opacity=0.01,
     )
     counts = densify_and_prune(params, opt, state, cfg, step=1, generator=torch.Generator().manual_seed(0))
     assert counts == {"cloned": 10, "split": 10, "pruned": 10}
@@ -268,3 +276,32 @@ def test_frustum_culling_renders_the_same_image(tiny):
             torch.testing.assert_close(culled.rgb, full.rgb, atol=1e-5, rtol=0)
             torch.testing.assert_close(culled.depth, full.depth, atol=1e-5, rtol=0)
             torch.testing.assert_close(culled.labels, full.labels, atol=1e-5, rtol=0)
+
+
+def test_interrupt_inside_a_step_checkpoints_the_last_finished_step(tiny, tmp_path, monkeypatch):
+    import recon.optimize as opt_mod
+
+    scene, views = tiny
+    cfg = OptimConfig(iterations=6, checkpoint_every=0)
+    kwargs = dict(backend="cpu", progress=False, config_hash="h", log=lambda _: None)
+    ref = optimize(scene, views, cfg, DensifyConfig(), ckpt_dir=tmp_path / "ref", **kwargs)
+
+    calls = {"n": 0}
+    real = opt_mod.render_view
+
+    def flaky(*args, **kw):
+        calls["n"] += 1
+        if calls["n"] == 4:  # inside step 4: Ctrl-C while rendering
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    monkeypatch.setattr(opt_mod, "render_view", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        optimize(scene, views, cfg, DensifyConfig(), ckpt_dir=tmp_path / "run", **kwargs)
+    monkeypatch.setattr(opt_mod, "render_view", real)
+    info, _ = load_checkpoint(tmp_path / "run")
+    assert info["step"] == 3
+    res = optimize(scene, views, cfg, DensifyConfig(), ckpt_dir=tmp_path / "run", **kwargs)
+    assert res.resumed_from == 3 and res.steps == 6
+    torch.testing.assert_close(res.scene.means, ref.scene.means, atol=1e-6, rtol=0)
+    torch.testing.assert_close(res.scene.sh, ref.scene.sh, atol=1e-5, rtol=0)
