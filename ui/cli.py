@@ -14,6 +14,9 @@ from typing import Annotated, Union
 
 import tyro
 
+from policy.evaluate import EvalConfig
+from policy.export import ExportConfig
+from policy.train import TrainConfig
 from recon.pipeline import ReconConfig
 from recon.synth import SynthConfig
 from trajgen.batch import DemosConfig
@@ -175,6 +178,46 @@ class Demos:
 
 
 @dataclasses.dataclass
+class Train:
+    """Train the handover policy (5-channel CNN, Eq. 17) on demonstration datasets."""
+
+    config: tyro.conf.OmitArgPrefixes[TrainConfig] = dataclasses.field(default_factory=TrainConfig)
+
+    def run(self) -> int:
+        from policy.train import run_train
+
+        res = run_train(self.config)
+        print(f"policy → {res.out_dir} (training curve: {res.curve_png})")
+        return 0
+
+
+@dataclasses.dataclass
+class Eval:
+    """Closed-loop evaluation in the splat, side by side with the IBVS-MASK baseline."""
+
+    config: tyro.conf.OmitArgPrefixes[EvalConfig] = dataclasses.field(default_factory=EvalConfig)
+
+    def run(self) -> int:
+        from policy.evaluate import run_eval
+
+        run_eval(self.config)
+        return 0
+
+
+@dataclasses.dataclass
+class Export:
+    """Export the policy to ONNX with metadata and an onnxruntime parity check."""
+
+    config: tyro.conf.OmitArgPrefixes[ExportConfig] = dataclasses.field(default_factory=ExportConfig)
+
+    def run(self) -> int:
+        from policy.export import run_export
+
+        run_export(self.config)
+        return 0
+
+
+@dataclasses.dataclass
 class App:
     """The studio web app: capture → scene → grasps → demos → policy in the browser (127.0.0.1)."""
 
@@ -226,6 +269,9 @@ Commands = tyro.conf.OmitSubcommandPrefixes[
         Annotated[Recon, tyro.conf.subcommand("recon")],
         Annotated[Grasps, tyro.conf.subcommand("grasps")],
         Annotated[Demos, tyro.conf.subcommand("demos")],
+        Annotated[Train, tyro.conf.subcommand("train")],
+        Annotated[Eval, tyro.conf.subcommand("eval")],
+        Annotated[Export, tyro.conf.subcommand("export")],
         Annotated[App, tyro.conf.subcommand("app")],
         Annotated[RenderCheck, tyro.conf.subcommand("render-check")],
     ]

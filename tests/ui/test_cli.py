@@ -15,7 +15,18 @@ def test_help_lists_every_stage(capsys):
         main(["--help"])
     assert e.value.code == 0
     text = capsys.readouterr().out
-    for name in ("demo", "capture", "recon", "grasps", "demos", "render-check"):
+    for name in (
+        "demo",
+        "capture",
+        "recon",
+        "grasps",
+        "demos",
+        "train",
+        "eval",
+        "export",
+        "app",
+        "render-check",
+    ):
         assert name in text
 
 
