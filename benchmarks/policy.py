@@ -281,7 +281,7 @@ def dagger_episodes(
     from policy.checkpoint import load_policy
     from policy.data import EpisodeData
     from policy.env import SceneGeometry, SplatEnv, camera_from_meta
-    from policy.robot import ControlConfig, run_control_loop
+    from policy.robot import run_control_loop
     from policy.robot_splat import SplatCamera, SplatRobot
     from policy.runtime import TorchPolicy
     from splatsim.conventions import angle_between_rotations, pose_to_action
@@ -535,7 +535,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         starts_per_object=s.starts,
         starts=StartConfig(),
         metrics=MetricsConfig(),
-        control=ControlConfig(max_step_translation=0.08, max_step_rotation_deg=15.0),
+        max_step_translation=0.08,
+        max_step_rotation_deg=15.0,
         ibvs_config=IBVSConfig(area_fraction=area),
         unseen=s.unseen,
         videos_per_object=s.videos,

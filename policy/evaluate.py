@@ -67,8 +67,8 @@ class StartConfig:
     """Start orientations look at the object, turned about their own x and y by up to this (Eq. 5)."""
     theta_max_deg: float = 100.0
     """theta_max: largest angle between the start and the grasp's approach axis (Eq. 6)."""
-    d_min: float = 0.1
-    """d_min: start positions keep more than this from hand and object points (Eq. 14)."""
+    start_d_min: float = 0.1
+    """d_min (Eq. 14) for the starts: they keep more than this from hand and object points, metres."""
     up: tuple[float, float, float] = (0.0, 0.0, 1.0)
     """World up (image up of the start cameras)."""
     min_height: float | None = None
@@ -81,9 +81,11 @@ class StartConfig:
     def updated_from_plan(self, plan: dict[str, Any] | None) -> StartConfig:
         if not (self.from_policy and plan):
             return self
-        keys = ("radius", "alpha_min_deg", "jitter_deg", "theta_max_deg", "d_min", "up", "min_height")
+        keys = ("radius", "alpha_min_deg", "jitter_deg", "theta_max_deg", "up", "min_height")
         d = asdict(self)
         d.update({k: plan[k] for k in keys if k in plan})
+        if "d_min" in plan:
+            d["start_d_min"] = plan["d_min"]
         d["up"] = tuple(d["up"])
         return StartConfig(**d)
 
@@ -114,8 +116,12 @@ class EvalConfig:
     """Most steps per episode (the paper: 30 in the splat)."""
     timeout_s: float = 30.0
     """Simulated-time limit per episode (the robot's 30 s)."""
-    control: ControlConfig = field(default_factory=ControlConfig)
-    """Speed limits of the loop (tau_c, max_steps, timeout_s and the workspace are set from the fields here)."""
+    max_step_translation: float = 0.05
+    """The control loop's largest translation per step, metres (`policy.robot.ControlConfig`)."""
+    max_step_rotation_deg: float = 10.0
+    """The control loop's largest rotation per step, degrees."""
+    speed: float = 0.1
+    """Linear speed of the splat robot, m/s (sets the simulated time)."""
     workspace_half_extent: float = 1.2
     """The workspace box: the object centre +- this, metres."""
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
@@ -191,7 +197,7 @@ def sample_eval_starts(
                 alpha_min=rad(cfg.alpha_min_deg),
                 jitter=rad(cfg.jitter_deg),
                 theta_max=rad(cfg.theta_max_deg),
-                d_min=cfg.d_min,
+                d_min=cfg.start_d_min,
                 up=cfg.up,
                 min_height=cfg.min_height,
             )
@@ -266,15 +272,15 @@ def evaluate_objects(
         )
         c = geometry.object_center
         ctrl = ControlConfig(
-            **{
-                **asdict(cfg.control),
-                "tau_c": cfg.tau_c,
-                "max_steps": cfg.max_steps,
-                "timeout_s": cfg.timeout_s,
-            }
+            tau_c=cfg.tau_c,
+            max_steps=cfg.max_steps,
+            timeout_s=cfg.timeout_s,
+            max_step_translation=cfg.max_step_translation,
+            max_step_rotation_deg=cfg.max_step_rotation_deg,
+            speed=cfg.speed,
+            workspace_min=tuple(float(v) for v in c - cfg.workspace_half_extent),
+            workspace_max=tuple(float(v) for v in c + cfg.workspace_half_extent),
         )
-        ctrl.workspace_min = tuple(float(v) for v in c - cfg.workspace_half_extent)
-        ctrl.workspace_max = tuple(float(v) for v in c + cfg.workspace_half_extent)
         for method, fn in policies.items():
             for i, start in enumerate(starts):
                 robot = SplatRobot(start)

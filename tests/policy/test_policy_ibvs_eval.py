@@ -162,3 +162,15 @@ def test_run_eval_from_run_folders(tmp_path, tiny_scene, trained_policy) -> None
     assert [o["name"] for o in res.report["objects"]] == ["run_toy"]
     assert res.report["objects"][0]["seen"] is False  # not among the policy's training scenes
     assert len(res.episodes) == 1 and res.episodes[0]["method"] == "policy"
+
+
+@pytest.mark.parametrize("config", ["train", "eval", "export"])
+def test_configs_parse_without_prefixes(config) -> None:
+    """`splatsim train|eval|export` flatten the configs (OmitArgPrefixes): no two fields may share a name."""
+    import tyro
+
+    from policy.export import ExportConfig
+    from policy.train import TrainConfig
+
+    cls = {"train": TrainConfig, "eval": EvalConfig, "export": ExportConfig}[config]
+    assert isinstance(tyro.cli(tyro.conf.OmitArgPrefixes[cls], args=[]), cls)
