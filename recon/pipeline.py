@@ -102,7 +102,8 @@ def config_hash(cfg: ReconConfig, capture: Capture) -> str:
     d = asdict(cfg)
     for k in _RUN_ONLY_FIELDS:
         d.pop(k, None)
-    d["optim"].pop("checkpoint_every", None)
+    for k in ("checkpoint_every", "torch_threads"):
+        d["optim"].pop(k, None)
     h = hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode())
     h.update(capture.json_path.read_bytes())
     return h.hexdigest()[:16]
