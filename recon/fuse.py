@@ -37,6 +37,7 @@ __all__ = [
     "init_gaussians",
     "remove_outliers",
     "split_views",
+    "unseen_fractions",
     "view_points",
     "voxel_downsample",
 ]
@@ -119,18 +120,77 @@ class FusedCloud:
 # --------------------------------------------------------------------------------------------------
 
 
+UNSEEN_TIE = 0.01
+"""Held-out candidates whose unseen fractions differ by at most this count as equally covered."""
+
+
+def _nearest(centres: np.ndarray, refs: Sequence[int], pool: Sequence[int], k: int) -> list[int]:
+    """The ``k`` cameras of ``pool`` nearest to any camera in ``refs`` (ties by index), sorted."""
+    dist = np.linalg.norm(centres[:, None, :] - centres[list(refs)][None], axis=-1).min(1)
+    return sorted(sorted(pool, key=lambda i: (float(dist[i]), i))[:k])
+
+
+def unseen_fractions(
+    views: Sequence[ViewData],
+    num_train: int,
+    cfg: FusionConfig | None = None,
+    cell_px: int = 4,
+) -> np.ndarray:  # [V] in [0, 1]
+    """For each view, the fraction of its image that its ``num_train`` nearest cameras (all others if
+    0) never see: the back-projected valid depth of those views, projected into this view, leaves
+    these ``cell_px`` x ``cell_px`` pixel cells empty. Uses only this view's pose and intrinsics, never
+    its images."""
+    cfg = cfg or FusionConfig()
+    n = len(views)
+    centres = np.stack([np.asarray(v.c2w, dtype=np.float64)[:3, 3] for v in views])
+    points = []
+    for v in views:  # every other pixel is plenty for coverage
+        d = np.asarray(v.depth, dtype=np.float64)[::2, ::2]
+        valid = valid_depth_mask(d, cfg.min_depth_m, cfg.max_depth_m)
+        K = v.K.copy()
+        K[:2] /= 2.0
+        world = depth_to_world_points(
+            torch.from_numpy(d), torch.from_numpy(K), torch.from_numpy(v.c2w)
+        ).numpy()
+        points.append(world[valid])
+    out = np.ones(n)
+    for h, v in enumerate(views):
+        others = [i for i in range(n) if i != h]
+        train = others if num_train <= 0 else _nearest(centres, [h], others, num_train)
+        if not train:
+            continue
+        p = np.concatenate([points[i] for i in train])
+        w2c = np.linalg.inv(np.asarray(v.c2w, dtype=np.float64))
+        cam = p @ w2c[:3, :3].T + w2c[:3, 3]
+        z = cam[:, 2]
+        front = z > 1e-6
+        u = v.fx * cam[front, 0] / z[front] + v.cx
+        r = v.fy * cam[front, 1] / z[front] + v.cy
+        gw, gh = -(-v.width // cell_px), -(-v.height // cell_px)
+        inside = (u >= 0) & (u < v.width) & (r >= 0) & (r < v.height)
+        cells = (r[inside] // cell_px).astype(np.int64) * gw + (u[inside] // cell_px).astype(np.int64)
+        out[h] = 1.0 - np.unique(cells).size / (gw * gh)
+    return out
+
+
 def split_views(
     capture: Capture,
     num_train: int = 0,
     num_holdout: int = 1,
     train_views: Sequence[str] = (),
     holdout_views: Sequence[str] = (),
+    views: Sequence[ViewData] | None = None,
+    cfg: FusionConfig | None = None,
 ) -> ViewSplit:
     """Deterministically chooses held-out and training views.
 
-    Held out (unless named): the views whose camera centres lie closest to the centroid of all camera
-    centres, i.e. the most interior cameras of the rig, so a held-out view sits among the training
-    cameras and is a fair interpolation test rather than an extrapolation to the rig's edge.
+    Held out (unless named): with the loaded ``views`` (all of the capture's, in order), the views
+    that their training cameras cover best (smallest `unseen_fractions`; within `UNSEEN_TIE` of the
+    best, the camera nearest the centroid of the camera centres), so the held-out view is an interpolation between training viewpoints rather
+    than a look at what no training view saw; without ``views``, the cameras nearest the centroid of
+    the camera centres. On the default 8-camera synthetic rig both pick the same camera; on a
+    two-row 9-camera rig the centroid rule picks a top-row camera that sees wall regions hidden from
+    its neighbours (4-view held-out PSNR 24.5 dB).
     Training (unless named): all remaining views if ``num_train`` is 0; otherwise the ``num_train``
     remaining cameras nearest to a held-out camera, so the held-out view is surrounded by training
     viewpoints (on the default synthetic rig this leaves ~0.2% of the held-out image unseen by the
@@ -161,7 +221,16 @@ def split_views(
                 f"{capture.json_path}: holdout = {num_holdout} but the capture has only {n} views; hold out "
                 f"at most {n - 1} so at least one view is left to train on"
             )
-        order = np.argsort(np.linalg.norm(centres - centres.mean(0), axis=1), kind="stable")
+        central = np.linalg.norm(centres - centres.mean(0), axis=1)
+        if views is not None:
+            if [v.name for v in views] != names:
+                raise FusionError(f"split_views: views must be all of the capture's views in order: {names}")
+            unseen = unseen_fractions(views, num_train, cfg)
+            # Coverage within one percent of the best counts as equal; then the more central camera.
+            near_best = unseen <= unseen.min() + UNSEEN_TIE
+            order = np.lexsort((central, np.where(near_best, 0.0, unseen), ~near_best))
+        else:
+            order = np.argsort(central, kind="stable")
         heldout = [int(i) for i in order[:num_holdout]]
     if len(set(heldout)) != len(heldout):
         raise FusionError(f"held-out views repeat a view: {[names[i] for i in heldout]}")
@@ -186,10 +255,11 @@ def split_views(
             raise FusionError(f"ReconConfig.num_train_views = {num_train}; expected >= 0 (0 = all)")
         if num_train == 0 or num_train >= len(rest):
             train = rest
+        elif heldout:
+            train = _nearest(centres, heldout, rest, num_train)
         else:
-            ref = centres[heldout] if heldout else centres.mean(0, keepdims=True)
-            dist = np.linalg.norm(centres[:, None, :] - ref[None], axis=-1).min(1)
-            train = sorted(sorted(rest, key=lambda i: (float(dist[i]), i))[:num_train])
+            central = np.linalg.norm(centres - centres.mean(0), axis=1)
+            train = sorted(sorted(rest, key=lambda i: (float(central[i]), i))[:num_train])
     if not train:
         raise FusionError(f"{capture.json_path}: no training views were chosen")
     return ViewSplit(train=train, heldout=heldout, names=list(names))

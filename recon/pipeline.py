@@ -3,8 +3,8 @@
 `run_recon(cfg, capture_dir, out_dir)`:
 
 1. load and validate the capture (`recon.capture.load_capture`);
-2. choose training and held-out views (`recon.fuse.split_views`: held-out views are the rig's most
-   interior cameras and are never fused nor optimised);
+2. choose training and held-out views (`recon.fuse.split_views`: held out are the views best covered
+   by their nearest cameras, which train; held-out views are never fused nor optimised);
 3. fuse the training views' depth into a labelled point cloud and initialise Gaussians (`recon.fuse`);
 4. optimise colour, depth and labels (`recon.optimize`), checkpointing to ``out_dir/checkpoints`` and
    resuming from there when the configuration and capture are unchanged;
@@ -42,7 +42,16 @@ from recon.report import (
 )
 from splatsim.scene import LABEL_HAND, LABEL_NAMES, LABEL_OBJECT, MAX_SH_DEGREE, GaussianScene
 
-__all__ = ["ReconConfig", "ReconResult", "config_hash", "run_recon"]
+__all__ = [
+    "DensifyConfig",
+    "FusionConfig",
+    "FusionError",
+    "OptimConfig",
+    "ReconConfig",
+    "ReconResult",
+    "config_hash",
+    "run_recon",
+]
 
 HELDOUT_PNG = "heldout.png"
 CHECKPOINT_DIR = "checkpoints"
@@ -60,8 +69,9 @@ class ReconConfig:
     train_views: tuple[str, ...] = ()
     """Training views by name (overrides num_train_views)."""
     holdout: int = 1
-    """Held-out views when holdout_views is empty: the cameras closest to the rig's centroid (held-out
-    views are never fused nor optimised, only evaluated)."""
+    """Held-out views when holdout_views is empty: the views that their training cameras cover best
+    (an interpolation test, not an extrapolation to the rig's edge); held-out views are never fused
+    nor optimised, only evaluated."""
     holdout_views: tuple[str, ...] = ()
     """Held-out views by name (overrides holdout)."""
     sh_degree: int = 0
@@ -198,26 +208,30 @@ def run_recon(
     _check_config(cfg)
     out_dir = Path(out_dir)
     capture = load_capture(capture_dir)
-    split = split_views(capture, cfg.num_train_views, cfg.holdout, cfg.train_views, cfg.holdout_views)
+    all_views = [capture.read_view(i) for i in range(capture.num_views)]
+    split = split_views(
+        capture, cfg.num_train_views, cfg.holdout, cfg.train_views, cfg.holdout_views, all_views, cfg.fusion
+    )
     log(f"training views {split.train_names}, held out {split.heldout_names}")
-    train_data = [capture.read_view(i) for i in split.train]
+    train_data = [all_views[i] for i in split.train]
     t_loaded = time.perf_counter()
 
     cloud = fuse_views(train_data, cfg.fusion)
     scene0 = init_gaussians(cloud, cfg.sh_degree, cfg.fusion)
     t_fused = time.perf_counter()
     log(f"fused {scene0.num_gaussians} Gaussians from {len(train_data)} views")
+    warnings: list[str] = []
     for v in train_data:
         if cloud.stats.get(f"view_{v.name}", 0) == 0:
-            log(
-                f"[yellow]warning:[/] training view {v.name!r} has no valid depth in range; it adds no points"
-            )
+            warnings.append(f"training view {v.name!r} has no valid depth in range; it adds no points")
     for label in (LABEL_OBJECT, LABEL_HAND):
         if not bool((scene0.labels == label).any()):
-            log(
-                f"[yellow]warning:[/] no fused point is labelled {LABEL_NAMES[label]}: the training views' masks "
+            warnings.append(
+                f"no fused point is labelled {LABEL_NAMES[label]}: the training views' masks "
                 f"({split.train_names}) never show it; {LABEL_NAMES[label]}.ply will be empty"
             )
+    for w in warnings:
+        log(f"[yellow]warning:[/] {w}")
 
     train_views = [to_train_view(v) for v in train_data]
     h = config_hash(cfg, capture)
@@ -245,7 +259,7 @@ def run_recon(
     per_view: dict[str, dict[str, Any]] = {}
     files: dict[str, Path] = {}
     for k, i in enumerate(split.heldout):
-        data = capture.read_view(i)
+        data = all_views[i]
         view = to_train_view(data)
         out = render_view(scene, view, "cpu", res.background)
         label_map = out.label_map()[0].numpy()
@@ -299,6 +313,7 @@ def run_recon(
             "evaluate": t_evaluated - t_optimized,
         },
         "fusion": cloud.stats,
+        "warnings": warnings,
         "backend": cfg.backend,
         "config": asdict(cfg),
         "config_hash": h,
@@ -309,6 +324,3 @@ def run_recon(
     report["files"]["report"] = REPORT_JSON
     write_json(files["report"], report)
     return ReconResult(scene=scene, report=report, out_dir=out_dir, files=files)
-
-
-__all__ += ["FusionError", "FusionConfig", "OptimConfig", "DensifyConfig"]

@@ -19,6 +19,7 @@ from recon.fuse import (
     init_gaussians,
     remove_outliers,
     split_views,
+    unseen_fractions,
     valid_depth_mask,
     view_points,
     voxel_downsample,
@@ -213,3 +214,23 @@ def test_split_views_holds_out_the_central_camera_and_trains_on_its_neighbours()
 def test_split_views_rejects_bad_choices(kwargs, match):
     with pytest.raises(FusionError, match=match):
         split_views(_rig(5), **kwargs)
+
+
+def test_held_out_view_is_the_one_its_training_cameras_cover_best():
+    # Four cameras side by side along x looking at a wall 1 m away; camera 0 has no depth at all.
+    w, h, f = 64, 16, 60.0
+    views, cviews = [], []
+    for i, x in enumerate((-0.1, 0.1, 0.2, 0.3)):
+        c2w = np.eye(4)
+        c2w[0, 3] = x
+        depth = np.full((h, w), 0.0 if i == 0 else 1.0, np.float32)
+        views.append(ViewData(f"cam{i}", np.zeros((h, w, 3), np.uint8), depth, None, f, f, w / 2, h / 2, c2w))
+        p = Path(f"/nonexistent/{i}.png")
+        cviews.append(CaptureView(f"cam{i}", p, p, None, w, h, f, f, w / 2, h / 2, c2w))
+    cap = Capture(root=Path("/nonexistent"), views=cviews)
+    unseen = unseen_fractions(views, num_train=0)
+    # cam2's image is covered by cam1 and cam3 on either side; the others see past their neighbours.
+    assert unseen[2] == 0.0 and min(unseen[0], unseen[1], unseen[3]) > 0.05, unseen
+    assert split_views(cap, num_train=0, num_holdout=1, views=views).heldout_names == ["cam2"]
+    # Without the views: the camera nearest the centroid of the centres (x = 0.125: cam1).
+    assert split_views(cap, num_train=0, num_holdout=1).heldout_names == ["cam1"]

@@ -54,6 +54,7 @@ def tiny_config(**optim) -> ReconConfig:
     cfg = ReconConfig(num_train_views=0, holdout=1, sh_degree=1, progress=False, backend="cpu")
     cfg.optim.iterations = 8
     cfg.optim.checkpoint_every = 2
+    cfg.optim.revote_labels = True  # exercise the re-vote branch of the pipeline
     for k, v in optim.items():
         setattr(cfg.optim, k, v)
     cfg.densify.start_step = 4
