@@ -23,20 +23,18 @@ Conversions made here, at the boundary:
 - Masks: hand (255) -> 2, the grasped object (``ycb_ids[ycb_grasp_ind]``) -> 1, the other objects
   and the background -> 0.
 
-The ``.yml`` files are read with ``yaml.safe_load`` when PyYAML is installed, else with a small safe
-parser for the YAML subset these files use (never an unsafe YAML loader); ``.npz`` files are loaded
-without unpickling.
+The ``.yml`` files are read with ``yaml.safe_load`` (never an unsafe YAML loader); ``.npz`` files are
+loaded without unpickling.
 """
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from recon.capture import (
     DEFAULT_DEPTH_SCALE,
@@ -308,7 +306,7 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
 
 
 # --------------------------------------------------------------------------------------------------
-# YAML: yaml.safe_load when available, else a small safe parser for the subset DexYCB writes
+# YAML: yaml.safe_load only (PyYAML is a dependency)
 # --------------------------------------------------------------------------------------------------
 
 
@@ -320,256 +318,6 @@ def _load_yaml(path: Path) -> Any:
     except (OSError, UnicodeDecodeError) as e:
         raise CaptureError(f"{path}: cannot read it ({e})") from e
     try:
-        import yaml  # optional: PyYAML is not a dependency
-    except ImportError:
-        return parse_simple_yaml(text, str(path))
-    try:
         return yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise CaptureError(f"{path}: not valid YAML ({e})") from e
-
-
-_INT_RE = re.compile(r"^[-+]?[0-9]+$")
-_FLOAT_RE = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$")
-
-
-def parse_simple_yaml(text: str, source: str = "<yaml>") -> Any:
-    """Parses the YAML subset of DexYCB's files; builds only dicts, lists, str, int, float, bool, None.
-
-    Supported: block mappings and sequences (sequence items at or below their key's indent), flow
-    sequences and mappings (also spanning lines), plain and quoted scalars, comments. Anything else
-    (anchors, tags, multi-line strings, multiple documents) raises `CaptureError`.
-    """
-    lines = _logical_lines(text, source)
-    if not lines:
-        return None
-    value, i = _parse_block(lines, 0, lines[0][1], source)
-    if i != len(lines):
-        raise CaptureError(f"{source}: line {lines[i][0]}: unexpected indentation or content")
-    return value
-
-
-def _strip_comment(s: str) -> str:
-    quote = None
-    for j, ch in enumerate(s):
-        if quote:
-            if ch == quote:
-                quote = None
-        elif ch in "'\"":
-            quote = ch
-        elif ch == "#" and (j == 0 or s[j - 1] in " \t"):
-            return s[:j].rstrip()
-    return s.rstrip()
-
-
-def _bracket_depth(s: str) -> int:
-    depth, quote = 0, None
-    for ch in s:
-        if quote:
-            if ch == quote:
-                quote = None
-        elif ch in "'\"":
-            quote = ch
-        elif ch in "[{":
-            depth += 1
-        elif ch in "]}":
-            depth -= 1
-    return depth
-
-
-def _logical_lines(text: str, source: str) -> list[tuple[int, int, str]]:
-    """(line number, indent, content) with comments and blank lines dropped, flow collections joined."""
-    out: list[tuple[int, int, str]] = []
-    pending: tuple[int, int, str] | None = None
-    for n, line in enumerate(text.splitlines(), start=1):
-        if "\t" in line[: len(line) - len(line.lstrip())]:
-            raise CaptureError(f"{source}: line {n}: tabs in indentation are not YAML")
-        content = _strip_comment(line)
-        if pending is not None:
-            pending = (pending[0], pending[1], pending[2] + " " + content.strip())
-            if _bracket_depth(pending[2]) <= 0:
-                out.append(pending)
-                pending = None
-            continue
-        if not content.strip() or content.strip() == "---":
-            continue
-        if content.strip() == "...":
-            break
-        if content.lstrip()[:1] in ("&", "*", "!", "|", ">") or content.strip().startswith("%"):
-            raise CaptureError(f"{source}: line {n}: unsupported YAML feature in {content.strip()!r}")
-        entry = (n, len(content) - len(content.lstrip()), content.strip())
-        if _bracket_depth(entry[2]) > 0:
-            pending = entry
-        else:
-            out.append(entry)
-    if pending is not None:
-        raise CaptureError(f"{source}: line {pending[0]}: unclosed '[' or '{{'")
-    return out
-
-
-def _is_seq_item(content: str) -> bool:
-    return content == "-" or content.startswith("- ")
-
-
-def _parse_block(lines: list, i: int, indent: int, source: str) -> tuple[Any, int]:
-    if _is_seq_item(lines[i][2]):
-        return _parse_seq(lines, i, indent, source)
-    if _split_key(lines[i][2]) is None:
-        if i + 1 < len(lines) and lines[i + 1][1] >= indent:
-            raise CaptureError(f"{source}: line {lines[i][0]}: unsupported YAML (multi-line scalar?)")
-        return _parse_scalar_or_flow(lines[i][2], source, lines[i][0]), i + 1
-    return _parse_map(lines, i, indent, source)
-
-
-def _parse_seq(lines: list, i: int, indent: int, source: str) -> tuple[list, int]:
-    items = []
-    while i < len(lines) and lines[i][1] == indent and _is_seq_item(lines[i][2]):
-        n, _, content = lines[i]
-        rest = content[1:].strip()
-        if not rest:
-            if i + 1 < len(lines) and lines[i + 1][1] > indent:
-                value, i = _parse_block(lines, i + 1, lines[i + 1][1], source)
-            else:
-                value, i = None, i + 1
-        elif _split_key(rest) is not None and rest[0] not in "[{'\"":
-            # "- key: value" starts a mapping whose keys sit at the column of "key".
-            col = indent + len(content) - len(rest)
-            lines[i] = (n, col, rest)
-            value, i = _parse_map(lines, i, col, source)
-        else:
-            value, i = _parse_scalar_or_flow(rest, source, n), i + 1
-        items.append(value)
-    return items, i
-
-
-def _parse_map(lines: list, i: int, indent: int, source: str) -> tuple[dict, int]:
-    d: dict[Any, Any] = {}
-    while i < len(lines) and lines[i][1] == indent and not _is_seq_item(lines[i][2]):
-        n, _, content = lines[i]
-        kv = _split_key(content)
-        if kv is None:
-            raise CaptureError(f"{source}: line {n}: expected 'key: value', got {content!r}")
-        key = _parse_scalar(kv[0], source, n)
-        if kv[1]:
-            value, i = _parse_scalar_or_flow(kv[1], source, n), i + 1
-        elif i + 1 < len(lines) and (
-            lines[i + 1][1] > indent or (lines[i + 1][1] == indent and _is_seq_item(lines[i + 1][2]))
-        ):
-            value, i = _parse_block(lines, i + 1, lines[i + 1][1], source)
-        else:
-            value, i = None, i + 1
-        d[key] = value
-    if i < len(lines) and lines[i][1] > indent:
-        raise CaptureError(f"{source}: line {lines[i][0]}: unexpected indentation")
-    return d, i
-
-
-def _split_key(content: str) -> tuple[str, str] | None:
-    """Splits ``key: value`` at the first ': ' (or a trailing ':') outside quotes and brackets."""
-    quote, depth = None, 0
-    for j, ch in enumerate(content):
-        if quote:
-            if ch == quote:
-                quote = None
-        elif ch in "'\"":
-            quote = ch
-        elif ch in "[{":
-            depth += 1
-        elif ch in "]}":
-            depth -= 1
-        elif ch == ":" and depth == 0 and (j + 1 == len(content) or content[j + 1] == " "):
-            return content[:j].strip(), content[j + 1 :].strip()
-    return None
-
-
-def _parse_scalar_or_flow(s: str, source: str, n: int) -> Any:
-    if s[:1] in "[{":
-        value, j = _parse_flow(s, 0, source, n)
-        if s[j:].strip():
-            raise CaptureError(f"{source}: line {n}: unexpected {s[j:].strip()!r} after a flow collection")
-        return value
-    return _parse_scalar(s, source, n)
-
-
-def _parse_flow(s: str, j: int, source: str, n: int) -> tuple[Any, int]:
-    """Parses a flow collection or scalar starting at ``s[j]``; returns it and the next index."""
-    while j < len(s) and s[j] == " ":
-        j += 1
-    if j >= len(s):
-        raise CaptureError(f"{source}: line {n}: unexpected end of a flow collection")
-    if s[j] in "[{":
-        close = "]" if s[j] == "[" else "}"
-        items: list[Any] = []
-        j += 1
-        while True:
-            while j < len(s) and s[j] == " ":
-                j += 1
-            if j < len(s) and s[j] == close:
-                j += 1
-                break
-            item, j = _parse_flow(s, j, source, n)
-            while j < len(s) and s[j] == " ":
-                j += 1
-            if close == "}":
-                if j >= len(s) or s[j] != ":":
-                    raise CaptureError(f"{source}: line {n}: expected ':' in a flow mapping")
-                value, j = _parse_flow(s, j + 1, source, n)
-                item = (item, value)
-                while j < len(s) and s[j] == " ":
-                    j += 1
-            items.append(item)
-            if j < len(s) and s[j] == ",":
-                j += 1
-            elif j < len(s) and s[j] == close:
-                j += 1
-                break
-            else:
-                raise CaptureError(f"{source}: line {n}: expected ',' or {close!r} in {s!r}")
-        return (dict(items) if close == "}" else items), j
-    if s[j] in "'\"":
-        k = j + 1
-        while k < len(s):
-            if s[k] == s[j]:
-                if s[j] == "'" and k + 1 < len(s) and s[k + 1] == "'":
-                    k += 2
-                    continue
-                if s[j] == '"' and s[k - 1] == "\\":
-                    k += 1
-                    continue
-                break
-            k += 1
-        return _parse_scalar(s[j : k + 1], source, n), k + 1
-    k = j
-    while k < len(s) and s[k] not in ",]}" and not (s[k] == ":" and (k + 1 == len(s) or s[k + 1] == " ")):
-        k += 1
-    return _parse_scalar(s[j:k].strip(), source, n), k
-
-
-def _parse_scalar(s: str, source: str, n: int) -> Any:
-    s = s.strip()
-    if len(s) >= 2 and s[0] == s[-1] == "'":
-        return s[1:-1].replace("''", "'")
-    if len(s) >= 2 and s[0] == s[-1] == '"':
-        try:
-            return json.loads(s)
-        except ValueError as e:
-            raise CaptureError(f"{source}: line {n}: unsupported double-quoted string {s!r}") from e
-    if s[:1] in ("'", '"'):
-        raise CaptureError(f"{source}: line {n}: unterminated quoted string {s!r}")
-    if s[:1] in tuple("&*!|>%@`"):
-        raise CaptureError(
-            f"{source}: line {n}: unsupported YAML feature in {s!r} (anchor, tag or block scalar)"
-        )
-    if s in ("", "~", "null", "Null", "NULL"):
-        return None
-    if s in ("true", "True", "TRUE"):
-        return True
-    if s in ("false", "False", "FALSE"):
-        return False
-    if _INT_RE.match(s):
-        return int(s)
-    if _FLOAT_RE.match(s):
-        return float(s)
-    if s.lower() in (".inf", "+.inf", "-.inf", ".nan"):
-        return float(s.lower().replace(".", ""))
-    return s

@@ -12,7 +12,7 @@ import torch
 
 from recon.capture import CaptureError, load_capture
 from recon.readers import read_dexycb, read_nerfstudio
-from recon.readers.dexycb import YCB_CLASSES, parse_simple_yaml
+from recon.readers.dexycb import YCB_CLASSES
 from splatsim.conventions import depth_to_world_points
 
 H, W = 48, 64
@@ -223,58 +223,6 @@ def test_dexycb_labels_missing_grasped_object_everywhere(dexycb, tmp_path: Path)
         np.savez(path, seg=seg)
     with pytest.raises(CaptureError, match="object"):
         read_dexycb(root, SEQUENCE, FRAME, None, tmp_path / "c")
-
-
-# --------------------------------------------------------------------------------------------------
-# The YAML subset parser used when PyYAML is absent
-# --------------------------------------------------------------------------------------------------
-
-
-def test_simple_yaml_meta_and_extrinsics():
-    meta = parse_simple_yaml(META_YML)
-    assert meta == {
-        "extrinsics": "20200702",
-        "mano_calib": ["mano_20200514_142106_subject-01_right"],
-        "mano_sides": ["right"],
-        "num_frames": 3,
-        "serials": SERIALS,
-        "ycb_grasp_ind": GRASP_IND,
-        "ycb_ids": YCB_IDS,
-    }
-    poses = {s: _rigid(i) for i, s in enumerate(SERIALS)}
-    extr = parse_simple_yaml(_extrinsics_yml(poses))
-    assert extr["master"] == SERIALS[0]
-    for s in SERIALS:
-        assert extr["extrinsics"][s] == poses[s][:3].reshape(-1).tolist()  # floats exact
-    assert len(extr["extrinsics"]["apriltag"]) == 12
-
-
-def test_simple_yaml_scalars_and_nesting():
-    text = (
-        "a:\n  b: 1.5e-3\n  c: [1, -2, 'x, y', {k: v}]\n  d:\n    - p: 1\n      q: two\n    - ~\n"
-        "e: \"q\\\"s\"\nf: true\ng: 'it''s'\nh: -.5\ni: 12ab\n"
-    )
-    assert parse_simple_yaml(text) == {
-        "a": {"b": 1.5e-3, "c": [1, -2, "x, y", {"k": "v"}], "d": [{"p": 1, "q": "two"}, None]},
-        "e": 'q"s',
-        "f": True,
-        "g": "it's",
-        "h": -0.5,
-        "i": "12ab",
-    }
-
-
-@pytest.mark.parametrize("text", ["a: &x 1\nb: *x\n", "a: |\n  text\n", "a: [1, 2\n", "a:\n\tb: 1\n"])
-def test_simple_yaml_rejects_unsupported(text):
-    with pytest.raises(CaptureError):
-        parse_simple_yaml(text, "x.yml")
-
-
-def test_simple_yaml_agrees_with_pyyaml_when_installed():
-    yaml = pytest.importorskip("yaml")
-    poses = {s: _rigid(i) for i, s in enumerate(SERIALS)}
-    for text in (META_YML, _extrinsics_yml(poses)):
-        assert parse_simple_yaml(text) == yaml.safe_load(text)
 
 
 # --------------------------------------------------------------------------------------------------
