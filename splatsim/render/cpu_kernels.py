@@ -65,6 +65,23 @@ def _exp_neg(s):
     return p
 
 
+@nb.njit(inline="always", cache=True)
+def _tile_grid(width, height):
+    """Tiles per image row and per image for a width × height image."""
+    ntx = (width + TILE - 1) // TILE
+    nty = (height + TILE - 1) // TILE
+    return ntx, ntx * nty
+
+
+@nb.njit(inline="always", cache=True)
+def _tile_origin(t, nt, ntx):
+    """Camera index and top-left pixel of flat tile index t (tiles of all cameras, row-major)."""
+    c = t // nt
+    tt = t - c * nt
+    ty = tt // ntx
+    return c, (tt - ty * ntx) * TILE, ty * TILE
+
+
 @nb.njit(cache=True)
 def _tile_rect(mx, my, ex, ey, width, height):
     """Pixel box [x0, x1] × [y0, y1] whose pixel centres lie within the extents; x0 > x1 if empty."""
@@ -98,9 +115,7 @@ def bin_gaussians(means2d, ext, depths, valid, width, height):
         sorted front to back (stable in the Gaussian index for equal depths).
     """
     C, N = depths.shape
-    ntx = (width + TILE - 1) // TILE
-    nty = (height + TILE - 1) // TILE
-    nt = ntx * nty
+    ntx, nt = _tile_grid(width, height)
     counts = np.zeros(C * nt + 1, dtype=np.int64)
     orders = np.empty((C, N), dtype=np.int64)
     norder = np.zeros(C, dtype=np.int64)
@@ -229,19 +244,12 @@ def _fwd_channel(st, base, lo, hi, f):
 def rasterize_forward(offsets, ids, means2d, conics, opac, feats, ext, width, height):
     """Front-to-back compositing of D channels. Returns acc [C,H,W,D], T_final [C,H,W], last [C,H,W]."""
     C, N, D = feats.shape
-    ntx = (width + TILE - 1) // TILE
-    nty = (height + TILE - 1) // TILE
-    nt = ntx * nty
+    ntx, nt = _tile_grid(width, height)
     out = np.zeros((C, height, width, D), dtype=np.float32)
     out_t = np.ones((C, height, width), dtype=np.float32)
     out_last = np.full((C, height, width), -1, dtype=np.int32)
     for t in nb.prange(C * nt):
-        c = t // nt
-        tt = t - c * nt
-        ty = tt // ntx
-        tx = tt - ty * ntx
-        x0t = tx * TILE
-        y0t = ty * TILE
+        c, x0t, y0t = _tile_origin(t, nt, ntx)
         start = offsets[t]
         n = offsets[t + 1] - start
         if n == 0:
@@ -361,17 +369,10 @@ def rasterize_backward(
 ):
     """Gradients per intersection: [n_isect, 6 + D] = (d mx, d my, d a, d b, d c, d opacity, d feats)."""
     C, N, D = feats.shape
-    ntx = (width + TILE - 1) // TILE
-    nty = (height + TILE - 1) // TILE
-    nt = ntx * nty
+    ntx, nt = _tile_grid(width, height)
     grads = np.zeros((ids.shape[0], 6 + D), dtype=np.float32)
     for t in nb.prange(C * nt):
-        c = t // nt
-        tt = t - c * nt
-        ty = tt // ntx
-        tx = tt - ty * ntx
-        x0t = tx * TILE
-        y0t = ty * TILE
+        c, x0t, y0t = _tile_origin(t, nt, ntx)
         start = offsets[t]
         n = offsets[t + 1] - start
         if n == 0:
