@@ -125,6 +125,26 @@ def load_policy(path: str | Path) -> tuple[PolicyNet, dict[str, Any]]:
         raise ValueError(f"{config_path}: format {meta.get('format')!r}; expected {FORMAT_NAME!r}")
     net = PolicyNet(ModelConfig.from_dict(meta["model"]))
     state = load_file(str(model_path))
+    expected = net.state_dict()
+    wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if wrong or missing or unexpected:  # e.g. the weights of a run with another ModelConfig
+        problems = []
+        if wrong:
+            k = wrong[0]
+            problems.append(
+                f"{len(wrong)} tensors have other shapes (first: {k} is {list(state[k].shape)}, the model "
+                f"expects {list(expected[k].shape)})"
+            )
+        if missing:
+            problems.append(f"{len(missing)} tensors are missing (first: {missing[0]})")
+        if unexpected:
+            problems.append(f"{len(unexpected)} tensors are unexpected (first: {unexpected[0]})")
+        raise ValueError(
+            f"{model_path}: weights do not match {config_path}'s model {meta['model']}: {'; '.join(problems)}. "
+            "Expected the model.safetensors written together with this config.json by one `splatsim train`"
+        )
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:

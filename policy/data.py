@@ -237,7 +237,8 @@ def load_demos(
     Raises:
         FileNotFoundError: For a path that does not exist.
         ValueError: Naming the file and group, for a shard without the expected datasets or with
-            inconsistent lengths or image sizes.
+            inconsistent lengths or image sizes, and naming the file for a truncated, damaged or
+            uncommitted (partially written) one.
     """
     import h5py
 
@@ -246,62 +247,77 @@ def load_demos(
     camera: dict[str, Any] = {}
     plan: dict[str, Any] | None = None
     for path in files:
-        with h5py.File(path, "r") as f:
-            if "data" not in f:
-                raise ValueError(f"{path}: no 'data' group; expected robomimic-style data/demo_N episodes")
-            data = f["data"]
-            env = _attr(data.attrs.get("env_args", "{}"))
-            env = env if isinstance(env, dict) else {}
-            shard_cam = _camera_from_env_args(env)
-            if plan is None and isinstance(env.get("plan"), dict):
-                plan = env["plan"]
-            names = sorted(data.keys(), key=lambda n: (len(n), n))
-            for name in names:
-                g = data[name]
-                where = f"{path}:data/{name}"
-                for ds in ("obs/rgb", "obs/mask", "actions", "cls"):
-                    if ds not in g:
-                        raise ValueError(f"{where}: missing dataset '{ds}'")
-                rgb = np.asarray(g["obs/rgb"][()], dtype=np.uint8)
-                mask = np.asarray(g["obs/mask"][()], dtype=np.uint8)
-                actions = np.asarray(g["actions"][()], dtype=np.float32)
-                cls = np.asarray(g["cls"][()], dtype=np.float32).reshape(-1)
-                T = actions.shape[0]
-                if (
-                    rgb.shape[:1] != (T,)
-                    or mask.shape[:1] != (T,)
-                    or cls.shape != (T,)
-                    or actions.shape != (T, 6)
-                ):
+        try:
+            with h5py.File(path, "r") as f:
+                if "committed" in f.attrs and not bool(f.attrs["committed"]):
                     raise ValueError(
-                        f"{where}: inconsistent lengths: rgb {rgb.shape}, mask {mask.shape}, actions "
-                        f"{actions.shape}, cls {cls.shape}; expected T frames and actions [T, 6]"
+                        f"{path}: committed = False, a partially written episode (its writer was killed); "
+                        "rerun `splatsim demos` with the same arguments: it redoes unfinished episodes"
                     )
-                if rgb.ndim != 4 or rgb.shape[-1] != 3 or mask.shape != rgb.shape[:3]:
+                if "data" not in f:
                     raise ValueError(
-                        f"{where}: rgb {rgb.shape} / mask {mask.shape}; expected [T,H,W,3] / [T,H,W]"
+                        f"{path}: no 'data' group; expected robomimic-style data/demo_N episodes"
                     )
-                if not np.isfinite(actions).all():
-                    raise ValueError(f"{where}: non-finite actions")
-                attrs = {k: _attr(v) for k, v in g.attrs.items()}
-                cam = dict(shard_cam)
-                cam.setdefault("width", int(rgb.shape[2]))
-                cam.setdefault("height", int(rgb.shape[1]))
-                if image_size is not None:
-                    rgb, mask = resize_frames(rgb, mask, image_size)
-                    cam = resized_camera(cam, image_size)
-                if not camera:
-                    camera = cam
-                elif (camera.get("width"), camera.get("height")) != (cam.get("width"), cam.get("height")):
-                    raise ValueError(
-                        f"{where}: images are {cam.get('width')}x{cam.get('height')}, earlier episodes "
-                        f"{camera.get('width')}x{camera.get('height')}; pass image_size to resize them all"
-                    )
-                scene_id = str(attrs.get("scene_id", env.get("scene_id", path.parent.name)))
-                key = str(attrs.get("episode_key", f"{path.name}:{name}"))
-                episodes.append(EpisodeData(rgb, mask, actions, cls, key, scene_id, attrs))
-                if max_episodes is not None and len(episodes) >= max_episodes:
-                    return DemoSet(episodes, camera, [str(p) for p in files], plan)
+                data = f["data"]
+                env = _attr(data.attrs.get("env_args", "{}"))
+                env = env if isinstance(env, dict) else {}
+                shard_cam = _camera_from_env_args(env)
+                if plan is None and isinstance(env.get("plan"), dict):
+                    plan = env["plan"]
+                names = sorted(data.keys(), key=lambda n: (len(n), n))
+                for name in names:
+                    g = data[name]
+                    where = f"{path}:data/{name}"
+                    for ds in ("obs/rgb", "obs/mask", "actions", "cls"):
+                        if ds not in g:
+                            raise ValueError(f"{where}: missing dataset '{ds}'")
+                    rgb = np.asarray(g["obs/rgb"][()], dtype=np.uint8)
+                    mask = np.asarray(g["obs/mask"][()], dtype=np.uint8)
+                    actions = np.asarray(g["actions"][()], dtype=np.float32)
+                    cls = np.asarray(g["cls"][()], dtype=np.float32).reshape(-1)
+                    T = actions.shape[0]
+                    if (
+                        rgb.shape[:1] != (T,)
+                        or mask.shape[:1] != (T,)
+                        or cls.shape != (T,)
+                        or actions.shape != (T, 6)
+                    ):
+                        raise ValueError(
+                            f"{where}: inconsistent lengths: rgb {rgb.shape}, mask {mask.shape}, actions "
+                            f"{actions.shape}, cls {cls.shape}; expected T frames and actions [T, 6]"
+                        )
+                    if rgb.ndim != 4 or rgb.shape[-1] != 3 or mask.shape != rgb.shape[:3]:
+                        raise ValueError(
+                            f"{where}: rgb {rgb.shape} / mask {mask.shape}; expected [T,H,W,3] / [T,H,W]"
+                        )
+                    if not np.isfinite(actions).all():
+                        raise ValueError(f"{where}: non-finite actions")
+                    attrs = {k: _attr(v) for k, v in g.attrs.items()}
+                    cam = dict(shard_cam)
+                    cam.setdefault("width", int(rgb.shape[2]))
+                    cam.setdefault("height", int(rgb.shape[1]))
+                    if image_size is not None:
+                        rgb, mask = resize_frames(rgb, mask, image_size)
+                        cam = resized_camera(cam, image_size)
+                    if not camera:
+                        camera = cam
+                    elif (camera.get("width"), camera.get("height")) != (cam.get("width"), cam.get("height")):
+                        raise ValueError(
+                            f"{where}: images are {cam.get('width')}x{cam.get('height')}, earlier episodes "
+                            f"{camera.get('width')}x{camera.get('height')}; pass image_size to resize them all"
+                        )
+                    scene_id = str(attrs.get("scene_id", env.get("scene_id", path.parent.name)))
+                    key = str(attrs.get("episode_key", f"{path.name}:{name}"))
+                    episodes.append(EpisodeData(rgb, mask, actions, cls, key, scene_id, attrs))
+                    if max_episodes is not None and len(episodes) >= max_episodes:
+                        return DemoSet(episodes, camera, [str(p) for p in files], plan)
+        except FileNotFoundError:
+            raise
+        except OSError as exc:  # h5py: truncated or damaged files (its messages do not name the file)
+            raise ValueError(
+                f"{path}: cannot read this HDF5 episode ({exc}); the file is truncated or damaged (a copy or "
+                "a writer killed mid-write): rerun `splatsim demos` with the same arguments to redo it"
+            ) from exc
     return DemoSet(episodes, camera, [str(p) for p in files], plan)
 
 

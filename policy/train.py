@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -385,7 +386,16 @@ def run_train(
     epoch_start_shuffle = shuffle_g.get_state()
     resumed_from: int | None = None
     if cfg.resume and state_path.is_file():
-        st = torch.load(state_path, weights_only=True)
+        try:
+            st = torch.load(state_path, weights_only=True)  # never unpickles arbitrary objects
+        except Exception as exc:  # truncated, damaged, or not a training state at all
+            raise ValueError(
+                f"{state_path}: cannot be read as a training state ({type(exc).__name__}: "
+                f"{(str(exc).splitlines() or [''])[0].split('. ')[0]}); delete it to train afresh, or "
+                "pass --no-resume"
+            ) from exc
+        if not isinstance(st, dict):
+            raise ValueError(f"{state_path}: holds a {type(st).__name__}; expected a training state (a dict)")
         if st.get("config_hash") == h:
             from safetensors.torch import load_file
 
@@ -419,6 +429,7 @@ def run_train(
             steps=step, epochs_done=epoch, history=history, wall_s=time.perf_counter() - t_start
         )
         save_policy(out, net, policy_metadata(net, camera, cfg.tau_c, training_info))
+        tmp = state_path.with_name(f".{state_path.name}.{os.getpid()}.tmp")  # atomic: a kill leaves the old
         torch.save(
             {
                 "config_hash": h,
@@ -431,8 +442,9 @@ def run_train(
                 "history": json.dumps(history),
                 "step_log": json.dumps(step_log),
             },
-            state_path,
+            tmp,
         )
+        os.replace(tmp, state_path)
         (out / TRAIN_LOG).write_text(json.dumps({"history": history, "step_log": step_log}, indent=1))
         if final:
             _write_curve(out / CURVE_PNG, step_log, history)

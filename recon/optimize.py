@@ -374,6 +374,8 @@ def save_checkpoint(
     for old in ckpt_dir.glob("checkpoint_*.safetensors"):  # older tensor files are now unreferenced
         if old.name != tensors_name:
             old.unlink(missing_ok=True)
+    for tmp in ckpt_dir.glob(".checkpoint*.tmp"):  # what a run killed while writing left behind
+        tmp.unlink(missing_ok=True)
 
 
 def load_checkpoint(ckpt_dir: Path) -> tuple[dict[str, Any], dict[str, Tensor]] | None:

@@ -33,6 +33,7 @@ from recon.fuse import FusionConfig, FusionError, fuse_views, init_gaussians, sp
 from recon.optimize import OptimConfig, optimize, render_view, revote_labels, to_train_view
 from recon.report import (
     REPORT_JSON,
+    SCENE_JSON,
     evaluate_view,
     export_scene,
     finite_or_none,
@@ -137,6 +138,14 @@ def _check_config(cfg: ReconConfig) -> None:
         )
 
 
+def _remove_stale_temporaries(out_dir: Path) -> None:
+    """Deletes the temporary files a killed run's atomic writers left beside the outputs
+    (``.<file>.<pid>[.<id>].tmp[.png]``); the checkpoints clean up their own (`save_checkpoint`)."""
+    for name in ("scene.ply", "hand.ply", "object.ply", SCENE_JSON, REPORT_JSON, "heldout"):
+        for tmp in out_dir.glob(f".{name}*.tmp*"):
+            tmp.unlink(missing_ok=True)
+
+
 def _load_gt_depth(capture: Capture) -> dict[str, np.ndarray]:
     path = capture.ground_truth_path("depth")
     if path is None or not path.is_file():
@@ -236,6 +245,7 @@ def run_recon(
     train_views = [to_train_view(v) for v in train_data]
     h = config_hash(cfg, capture)
     out_dir.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(out_dir)
     res = optimize(
         scene0,
         train_views,

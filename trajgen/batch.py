@@ -568,8 +568,10 @@ def _run_shard(
     t_start = time.perf_counter()
     sources = resolve_scenes(cfg.scenes)
     out = _output_dir(cfg, sources)
-    run_cfg = _check_or_write_config(out, cfg, sources)
+    # Read and check every scene and grasps file before writing anything: a bad input must not leave an
+    # output folder whose config.json records it (a rerun with the fixed input would then be refused).
     planners = [_ScenePlanner(s, cfg) for s in sources]
+    run_cfg = _check_or_write_config(out, cfg, sources)
     slots = all_slots([len(p.grasp_ids) for p in planners], cfg.plan.k)
     mine = shard_slots(slots, cfg.num_shards, cfg.shard_index)
     result = DemosResult(out, [cfg.shard_index], cfg.num_shards, slots=len(mine))

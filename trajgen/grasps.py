@@ -64,6 +64,8 @@ __all__ = [
 ]
 
 GRASPS_PNG = "grasps.png"
+MIN_OBJECT_POINTS = 10
+"""Fewest object points the sampler works on (normals, antipodal pairs)."""
 CONVENTION = (
     "pose: 4x4 grasp-to-scene transform; grasp frame +z approach, +x finger closing, +y = z x x, origin at "
     "the gripper base on the approach axis (Contact-GraspNet's convention); the contacts' midpoint "
@@ -298,7 +300,7 @@ def compute_grasps(
     cfg.validate()
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    obj = _check_points(object_points, "object", 10)
+    obj = _check_points(object_points, "object", MIN_OBJECT_POINTS)
     hand_arr = _check_points(np.asarray(hand_points, np.float64).reshape(-1, 3), "hand", 0)
     g = cfg.gripper
     rng = np.random.default_rng(cfg.seed)
@@ -521,6 +523,12 @@ def run_grasps(cfg: GraspConfig, scene_dir: Path, out_path: Path) -> GraspResult
     t = time.perf_counter()
     object_points = load_points(paths["object"])
     hand_points = load_points(paths["hand"])
+    if len(object_points) < MIN_OBJECT_POINTS:
+        raise ValueError(
+            f"{paths['object']}: {len(object_points)} object points; expected at least {MIN_OBJECT_POINTS}. "
+            "The reconstruction labelled (almost) no Gaussian as object: check that the capture's masks "
+            "label the object (1) in the training views, then run `splatsim recon` again"
+        )
     load_s = time.perf_counter() - t
     try:
         result = compute_grasps(object_points, hand_points, cfg, scene_info=_scene_info(scene_dir))

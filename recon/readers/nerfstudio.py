@@ -192,6 +192,11 @@ def _transform_matrix(value: Any, where: str) -> np.ndarray:
         raise CaptureError(
             f"{where}: transform_matrix = {value!r}; expected a 4x4 (or 3x4) camera-to-world matrix"
         )
+    if not np.isfinite(M).all():
+        raise CaptureError(
+            f"{where}: transform_matrix = {M.tolist()} has non-finite entries (NaN or inf); expected a "
+            "finite camera-to-world pose in metres: fix or drop this frame"
+        )
     return c2w_opengl_to_opencv(torch.from_numpy(M)).numpy()
 
 
