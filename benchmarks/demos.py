@@ -32,7 +32,8 @@ Measured:
   code with the planner) of Eq. 3 (start on the sphere of radius r around the grasp), Eq. 4 (angle at
   the object between hand and start camera > alpha_min), Eq. 5 (start rotation = look-at rotation turned
   about its own x then y axis by at most the jitter), Eq. 6 (z_i . z_f >= cos theta_max), Eq. 14 (every
-  waypoint farther than d_min from every hand and object point), Eq. 7 (the last pose is the pre-grasp
+  waypoint farther than d_min from every hand and object point; and, beyond the paper, farther than
+  ``d_background`` = 5 cm from every solid background point: label 0, opacity >= 0.5), Eq. 7 (the last pose is the pre-grasp
   pose, cls = 1 there only), and that the actions re-integrate to the recorded poses.
   ``missing_trajectories`` = k x targets - episodes (a grasp that yields fewer than k trajectories).
 
@@ -172,13 +173,26 @@ def _euler_xyz(e: np.ndarray) -> np.ndarray:
 def min_distances(points: np.ndarray, cloud: np.ndarray) -> np.ndarray:
     """Brute-force nearest distance from each point to a cloud."""
     out = np.empty(len(points))
-    for i in range(0, len(points), 64):
-        d = np.linalg.norm(points[i : i + 64, None, :] - cloud[None], axis=-1)
-        out[i : i + 64] = d.min(1)
+    for i in range(0, len(points), 16):
+        d = np.linalg.norm(points[i : i + 16, None, :] - cloud[None], axis=-1)
+        out[i : i + 16] = d.min(1)
     return out
 
 
-def recheck_episode(ep: dict, hand: np.ndarray, obj: np.ndarray, plan: dict) -> list[str]:
+def solid_background(scene_ply: Path) -> np.ndarray:
+    """Centres of the label-0 Gaussians with opacity >= 0.5, read with plyfile alone."""
+    from plyfile import PlyData
+
+    v = PlyData.read(str(scene_ply))["vertex"].data
+    keep = (np.asarray(v["label"]).round() == 0) & (
+        1.0 / (1.0 + np.exp(-np.asarray(v["opacity"], np.float64))) >= 0.5
+    )
+    return np.stack([np.asarray(v[c], np.float64)[keep] for c in "xyz"], 1)
+
+
+def recheck_episode(
+    ep: dict, hand: np.ndarray, obj: np.ndarray, plan: dict, background: np.ndarray | None = None
+) -> list[str]:
     """What an episode violates among Eq. 3-7 and 14 (module docstring); empty when valid."""
     errors = []
     poses, grasp, cls, actions = ep["poses"], ep["grasp_pose"], ep["cls"], ep["actions"]
@@ -213,6 +227,10 @@ def recheck_episode(ep: dict, hand: np.ndarray, obj: np.ndarray, plan: dict) -> 
         errors.append("Eq. 6: angle to the final viewing axis > theta_max")
     if min_distances(poses[:, :3, 3], np.concatenate([hand, obj])).min() <= plan["d_min"]:
         errors.append("Eq. 14: a waypoint within d_min of the hand or object")
+    d_bg = plan.get("d_background", 0.0)
+    if background is not None and len(background) and d_bg > 0:
+        if min_distances(poses[:, :3, 3], background).min() <= d_bg:
+            errors.append("a waypoint within d_background of the solid background")
     pre = grasp.copy()
     pre[:3, 3] = grasp[:3, 3] - plan["s"] * grasp[:3, 2]
     if np.abs(poses[-1] - pre).max() > 1e-9:
@@ -289,11 +307,12 @@ def main() -> int:
     scene_dir = run / "scene"
     hand, obj = load_points(scene_dir / "hand.ply"), load_points(scene_dir / "object.ply")
     plan = index["planning"]
+    background = solid_background(scene_dir / "scene.ply")
     invalid, problems = 0, []
     for e in index["episodes"]:
         ep = read_episode(Path(cfg.out) / e["file"])
         errs = recheck_episode(
-            vars(ep), hand, obj, json.loads(Path(cfg.out, "config.json").read_text())["plan"]
+            vars(ep), hand, obj, json.loads(Path(cfg.out, "config.json").read_text())["plan"], background
         )
         if errs:
             invalid += 1

@@ -397,9 +397,12 @@ def run_train(
         if not isinstance(st, dict):
             raise ValueError(f"{state_path}: holds a {type(st).__name__}; expected a training state (a dict)")
         if st.get("config_hash") == h:
-            from safetensors.torch import load_file
+            if "model" in st:  # the weights saved together with the optimizer state they belong to
+                net.load_state_dict(st["model"])
+            else:
+                from safetensors.torch import load_file
 
-            net.load_state_dict(load_file(str(out / "model.safetensors")))
+                net.load_state_dict(load_file(str(out / "model.safetensors")))
             opt.load_state_dict(st["optimizer"])
             epoch, batch_in_epoch, step = int(st["epoch"]), int(st["batch_in_epoch"]), int(st["step"])
             epoch_start_shuffle = st["shuffle_state"]
@@ -433,6 +436,7 @@ def run_train(
         torch.save(
             {
                 "config_hash": h,
+                "model": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
                 "optimizer": state_to_cpu(opt.state_dict()),
                 "epoch": epoch,
                 "batch_in_epoch": batch_in_epoch,

@@ -52,7 +52,15 @@ from trajgen.dataset import (
 from trajgen.episodes import HandEyeRenderer, build_episode
 from trajgen.grasp_io import load_points, read_grasps
 from trajgen.handeye import HandEyeConfig, gripper_T_camera, policy_intrinsics
-from trajgen.planning import PLAN_COUNTERS, GraspPlan, PlanConfig, PointClearance, plan_grasp, plan_seed
+from trajgen.planning import (
+    PLAN_COUNTERS,
+    GraspPlan,
+    PlanConfig,
+    PointClearance,
+    background_points,
+    plan_grasp,
+    plan_seed,
+)
 
 __all__ = [
     "DemosConfig",
@@ -305,23 +313,24 @@ class _ScenePlanner:
 
     def __init__(self, source: SceneSource, cfg: DemosConfig) -> None:
         self.source, self.cfg = source, cfg
+        from splatsim.ply import read_ply
+        from splatsim.scene import LABEL_HAND, LABEL_OBJECT
+
         d = source.scene_dir
+        scene = read_ply(source.scene_ply)
         if (d / "hand.ply").is_file() and (d / "object.ply").is_file():
             grasps = read_grasps(source.grasps_json, scene_dir=d)
             hand, obj = load_points(d / "hand.ply"), load_points(d / "object.ply")
         else:
-            from splatsim.ply import read_ply
-            from splatsim.scene import LABEL_HAND, LABEL_OBJECT
-
             grasps = read_grasps(source.grasps_json)
-            scene = read_ply(source.scene_ply)
             hand = scene.select_label(LABEL_HAND).means.double().numpy()
             obj = scene.select_label(LABEL_OBJECT).means.double().numpy()
-        self.hand_points, self.object_points = hand, obj
+        background = background_points(scene) if cfg.plan.d_background > 0 else None
+        self.hand_points, self.object_points, self.background_points = hand, obj, background
         targets = grasps.targets if cfg.top_k is None else grasps.targets[: cfg.top_k]
         self.grasp_ids = [int(t) for t in targets]
         self.grasp_poses = [grasps.poses[t] for t in targets]
-        self.clearance = PointClearance(hand, obj)
+        self.clearance = PointClearance(hand, obj, background)
         self._plans: dict[int, GraspPlan] = {}
 
     def plan(self, rank: int) -> GraspPlan:
@@ -840,7 +849,7 @@ def _write_merged_hdf5(out: Path, episodes: list[dict[str, Any]], run_cfg: dict[
 
 
 def _write_pictures(out: Path, index: dict[str, Any], log: Callable[[str], None]) -> None:
-    from trajgen.plots import plot_trajectories, write_episode_video
+    from trajgen.plots import plot_trajectories, write_episode_strip, write_episode_video
 
     pics = out / PICTURES_DIR
     by_scene: dict[str, list[dict[str, Any]]] = {}
@@ -867,6 +876,7 @@ def _write_pictures(out: Path, index: dict[str, Any], log: Callable[[str], None]
             "(dark red = start, yellow = pre-grasp)",
         )
         write_episode_video(pics / f"{scene_id}_episode.mp4", first.rgb, first.mask)
+        write_episode_strip(pics / f"{scene_id}_episode.png", first.rgb, first.mask)
     log(f"pictures -> {pics}")
 
 

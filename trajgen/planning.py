@@ -3,7 +3,8 @@
 `plan_grasp` draws start-pose candidates in blocks (`trajgen.start_poses`), plans a trajectory from each
 survivor (`trajgen.trajectory`), measures every waypoint's clearance to the hand and object points, and
 keeps the first ``k`` trajectories that stay more than ``d_min`` from both (Eq. 14 along the whole
-path). Every rejection is counted under the filter that made it. The result depends only on the inputs
+path) and, beyond the paper, more than ``d_background`` from the solid background (the person's body, a
+wall, a table), so that no camera path runs through the rest of the scene. Every rejection is counted under the filter that made it. The result depends only on the inputs
 and the seed, so every shard and worker of a batch job plans identically.
 """
 
@@ -26,6 +27,7 @@ __all__ = [
     "GraspPlan",
     "PlanConfig",
     "PointClearance",
+    "background_points",
     "plan_grasp",
     "plan_seed",
 ]
@@ -35,6 +37,7 @@ PLAN_COUNTERS = (
     *START_POSE_FILTERS,
     "trajectory_near_hand",
     "trajectory_near_object",
+    "trajectory_near_background",
     "accepted",
     "unused",
 )
@@ -58,6 +61,10 @@ class PlanConfig:
     """theta_max: largest angle between the start and the pre-grasp viewing axes (Eq. 6)."""
     d_min: float = 0.1
     """d_min: every waypoint keeps more than this from every hand and object point (Eq. 14)."""
+    d_background: float = 0.05
+    """Every waypoint keeps more than this from the solid background points (`background_points`: the
+    person's body, walls, a table). Not in the paper, whose Eq. 14 guards only hand and object; 0 turns
+    it off."""
     s: float = 0.3
     """s: the pre-grasp pose is this far back along the grasp's approach axis (Eq. 7)."""
     d: float = 0.5
@@ -87,6 +94,7 @@ class PlanConfig:
             ("jitter_deg", 0 <= self.jitter_deg < 90, "an angle in [0, 90) degrees"),
             ("theta_max_deg", 0 < self.theta_max_deg <= 180, "an angle in (0, 180] degrees"),
             ("d_min", self.d_min >= 0, "a length >= 0 in metres"),
+            ("d_background", self.d_background >= 0, "a length >= 0 in metres"),
             ("s", self.s > 0, "a positive length in metres"),
             ("translation_step", self.translation_step > 0, "a positive length in metres"),
             ("d", self.d > self.translation_step, f"a length > translation_step ({self.translation_step} m)"),
@@ -106,16 +114,38 @@ class PlanConfig:
         return asdict(self)
 
 
+def background_points(scene, min_opacity: float = 0.5) -> np.ndarray:
+    """Centres of the scene's solid background Gaussians (label 0, opacity >= ``min_opacity``), [B, 3].
+
+    Faint Gaussians (floaters, soft edges) are left out so that they do not block camera paths.
+    """
+    from splatsim.scene import LABEL_BACKGROUND
+
+    bg = scene.select_label(LABEL_BACKGROUND)
+    keep = torch.sigmoid(bg.opacities.detach().reshape(-1)) >= min_opacity
+    return bg.means.detach()[keep].double().cpu().numpy().reshape(-1, 3)
+
+
 class PointClearance:
-    """Distances from positions to the hand and object point clouds (KD-trees, built once per scene)."""
+    """Distances from positions to the hand, object (and optionally background) point clouds.
+
+    KD-trees, built once per scene. The background cloud is optional: without it (or when empty)
+    `background_distance` is +inf everywhere.
+    """
 
     def __init__(
         self,
         hand_points: np.ndarray | Tensor,  # [M, 3] scene frame
         object_points: np.ndarray | Tensor,  # [P, 3]
+        background_points: np.ndarray | Tensor | None = None,  # [B, 3]
     ) -> None:
         hand = np.asarray(hand_points, dtype=np.float64).reshape(-1, 3)
         obj = np.asarray(object_points, dtype=np.float64).reshape(-1, 3)
+        bg = (
+            np.zeros((0, 3))
+            if background_points is None
+            else np.asarray(background_points, dtype=np.float64).reshape(-1, 3)
+        )
         if len(hand) == 0 or len(obj) == 0:
             raise ValueError(
                 f"PointClearance needs hand and object points; got {len(hand)} hand and {len(obj)} object "
@@ -126,6 +156,8 @@ class PointClearance:
         self.object_center = torch.from_numpy(obj.mean(0))
         self._hand = cKDTree(hand)
         self._object = cKDTree(obj)
+        self.background_points = bg
+        self._background = cKDTree(bg) if len(bg) else None
 
     def __call__(self, positions: Tensor) -> Tensor:  # [n, 3] -> [n, 2] (hand, object) metres
         p = np.asarray(positions.detach().cpu(), dtype=np.float64).reshape(-1, 3)
@@ -136,6 +168,13 @@ class PointClearance:
     def min_distance(self, positions: Tensor) -> Tensor:  # [n, 3] -> [n]
         """Distance to the union of hand and object points (Eq. 14's left-hand side)."""
         return self(positions).amin(-1)
+
+    def background_distance(self, positions: Tensor) -> Tensor:  # [n, 3] -> [n]
+        """Distance to the nearest background point (+inf without a background cloud)."""
+        p = np.asarray(positions.detach().cpu(), dtype=np.float64).reshape(-1, 3)
+        if self._background is None:
+            return torch.full((len(p),), math.inf, dtype=torch.float64)
+        return torch.from_numpy(self._background.query(p)[0])
 
 
 @dataclass
@@ -182,6 +221,14 @@ def plan_grasp(
             f" (hand {float(pre_clear[0]):.3f} m, object {float(pre_clear[1]):.3f} m)"
         )
         return plan
+    if cfg.d_background > 0:
+        pre_bg = float(clearance.background_distance(pre[None, :3, 3])[0])
+        if pre_bg <= cfg.d_background:
+            plan.skipped = (
+                f"pre-grasp pose within d_background = {cfg.d_background} m of the background (the person's "
+                f"body, a wall or a table: {pre_bg:.3f} m)"
+            )
+            return plan
     up = torch.tensor(cfg.up, dtype=torch.float64)
     if cfg.min_height is not None and float(pre[:3, 3] @ (up / up.norm())) < cfg.min_height:
         plan.skipped = f"pre-grasp position below min_height = {cfg.min_height} m"
@@ -226,6 +273,11 @@ def plan_grasp(
                 counts["trajectory_near_hand"] += 1
             elif float(clear[:, 1].min()) <= cfg.d_min:
                 counts["trajectory_near_object"] += 1
+            elif (
+                cfg.d_background > 0
+                and float(clearance.background_distance(traj.poses[:, :3, 3]).min()) <= cfg.d_background
+            ):
+                counts["trajectory_near_background"] += 1
             else:
                 counts["accepted"] += 1
                 plan.trajectories.append(traj)

@@ -160,3 +160,26 @@ def write_episode_video(
     imageio.mimwrite(tmp, list(frames), fps=fps, codec="libx264", quality=8, macro_block_size=16)
     os.replace(tmp, path)
     return path
+
+
+def write_episode_strip(
+    path: Path | str,
+    rgb: np.ndarray,  # [T, H, W, 3] uint8
+    mask: np.ndarray,  # [T, H, W] uint8
+    *,
+    num: int = 6,
+    scale: int = 2,
+) -> Path:
+    """A PNG of ``num`` evenly spaced steps (first to pre-grasp): RGB above, masks overlaid below."""
+    import imageio.v3 as iio
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    idx = np.unique(np.linspace(0, len(rgb) - 1, min(num, len(rgb))).round().astype(int))
+    top = np.concatenate(list(rgb[idx]), axis=1)
+    bottom = np.concatenate(list(overlay_masks(rgb[idx], mask[idx])), axis=1)
+    img = np.concatenate([top, bottom], axis=0).repeat(scale, axis=0).repeat(scale, axis=1)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
+    iio.imwrite(tmp, img)
+    os.replace(tmp, path)
+    return path

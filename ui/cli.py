@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Annotated, Union
+from typing import Annotated, Literal, Union
 
 import tyro
 
@@ -22,6 +22,7 @@ from recon.synth import SynthConfig
 from trajgen.batch import DemosConfig
 from trajgen.grasps import GraspConfig
 from ui.app_config import AppConfig
+from ui.demo import DemoPlan
 
 
 @dataclasses.dataclass
@@ -232,10 +233,14 @@ class App:
 
 @dataclasses.dataclass
 class Demo:
-    """Run the whole studio on the built-in default scene."""
+    """Run the whole studio on the built-in default scene: capture, scene, grasps, demos, policy, export, eval."""
 
     out: Path = Path("runs/demo")
     """Folder the run writes into."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Render backend: auto = gsplat on CUDA where available, the compiled CPU rasteriser otherwise."""
+    plan: DemoPlan = dataclasses.field(default_factory=DemoPlan)
+    """Sizes of the run (the defaults fit a 2-core CPU in about ten minutes; docs/demo.md)."""
 
     def run(self) -> int:
         from ui.demo import run_demo

@@ -18,13 +18,14 @@ from typing import Any
 MARKERS = ".stages"
 
 
-def _jsonable(obj: Any) -> Any:
+def jsonable(obj: Any) -> Any:
+    """Dataclasses, paths and tuples as plain JSON values."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {k: _jsonable(v) for k, v in dataclasses.asdict(obj).items()}
+        return {k: jsonable(v) for k, v in dataclasses.asdict(obj).items()}
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, Path):
         return str(obj)
     return obj
@@ -33,7 +34,7 @@ def _jsonable(obj: Any) -> Any:
 def stage_hash(name: str, config: Any, *upstream: str) -> str:
     """Hash of a stage's name, its configuration and the hashes of the stages it reads from."""
     payload = json.dumps(
-        {"stage": name, "config": _jsonable(config), "upstream": list(upstream)}, sort_keys=True, default=str
+        {"stage": name, "config": jsonable(config), "upstream": list(upstream)}, sort_keys=True, default=str
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
@@ -58,8 +59,32 @@ def mark_finished(run_dir: Path, name: str, h: str, summary: dict[str, Any]) -> 
     marker.parent.mkdir(parents=True, exist_ok=True)
     tmp = marker.with_suffix(".tmp")
     tmp.write_text(
-        json.dumps({"hash": h, "finished_at": time.time(), "summary": _jsonable(summary)}, indent=2)
+        json.dumps({"hash": h, "finished_at": time.time(), "summary": jsonable(summary)}, indent=2)
     )
+    os.replace(tmp, marker)
+
+
+def _started_marker(run_dir: Path, name: str) -> Path:
+    return Path(run_dir) / MARKERS / f"{name}.started.json"
+
+
+def previous_hash(run_dir: Path, name: str) -> str | None:
+    """The hash the stage last started or finished with (None if it never ran here)."""
+    for path in (_started_marker(run_dir, name), _marker(run_dir, name)):
+        try:
+            return json.loads(path.read_text()).get("hash")
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def mark_started(run_dir: Path, name: str, h: str) -> None:
+    """Record (atomically) that the stage is running with this hash (so a later run can tell whether a
+    half-done output belongs to its own configuration and may be resumed)."""
+    marker = _started_marker(run_dir, name)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    tmp = marker.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"hash": h, "started_at": time.time()}))
     os.replace(tmp, marker)
 
 

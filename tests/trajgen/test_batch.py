@@ -6,6 +6,7 @@ import importlib.util
 import json
 
 import h5py
+import imageio.v3 as iio
 import numpy as np
 import pytest
 from test_traj_fixtures import small_camera, small_plan, write_run
@@ -74,6 +75,8 @@ def test_clean_run_writes_index_merged_file_and_pictures(clean):
     for scene in ("run_a", "run_b"):
         assert (out / "pictures" / f"{scene}_trajectories.png").stat().st_size > 10_000
         assert (out / "pictures" / f"{scene}_episode.mp4").stat().st_size > 1_000
+        strip = iio.imread(out / "pictures" / f"{scene}_episode.png")
+        assert strip.shape[0] == 2 * 2 * 32 and strip.shape[1] % (2 * 32) == 0  # RGB over masks, 2x
 
 
 def test_kill_and_resume_loses_and_duplicates_nothing(runs, clean, tmp_path):

@@ -13,7 +13,14 @@ from test_traj_fixtures import UP, grasp_poses
 from splatsim.conventions import angle_between_rotations, apply_action, interpolate_pose, look_at, se3_from_rt
 from splatsim.scene import LABEL_HAND, LABEL_OBJECT, object_like_scene
 from trajgen.handeye import HandEyeConfig, camera_poses_from_gripper, gripper_T_camera, policy_intrinsics
-from trajgen.planning import PLAN_COUNTERS, PlanConfig, PointClearance, plan_grasp, plan_seed
+from trajgen.planning import (
+    PLAN_COUNTERS,
+    PlanConfig,
+    PointClearance,
+    background_points,
+    plan_grasp,
+    plan_seed,
+)
 from trajgen.trajectory import face_target_rotation, plan_three_phase, pregrasp_pose, trajectory_actions
 
 
@@ -161,6 +168,48 @@ def test_trajectories_through_the_hand_are_dropped_and_counted():
         assert (
             _brute_min_distance(traj.poses[:, :3, 3].numpy(), np.concatenate([hand, obj])).min() > cfg.d_min
         )
+
+
+def test_trajectories_through_the_background_are_dropped_and_counted():
+    """A wall of background points across half the start sphere: paths into it are dropped, the rest
+    keep d_background from every wall point; with d_background = 0 the wall is ignored."""
+    grasp = torch.eye(4, dtype=torch.float64)
+    obj = np.random.default_rng(0).normal(0.0, 0.01, (200, 3)) + [0.0, 0.0, 0.03]
+    hand = np.random.default_rng(3).normal(0.0, 0.01, (200, 3)) + [0.0, 0.0, 0.12]
+    yy, zz = np.meshgrid(np.linspace(-1.0, 1.0, 81), np.linspace(-1.2, 0.6, 73))
+    wall = np.stack([np.full(yy.size, 0.35), yy.ravel(), zz.ravel()], 1)  # the plane x = 0.35
+    cfg = PlanConfig(k=8, up=(0.0, 1.0, 0.0), alpha_min_deg=0.0, max_candidates=1024)
+    plan = plan_grasp(grasp, PointClearance(hand, obj, wall), cfg, plan_seed(4))
+    assert plan.counts["trajectory_near_background"] > 0
+    assert len(plan.trajectories) == cfg.k
+    for traj in plan.trajectories:
+        assert _brute_min_distance(traj.poses[:, :3, 3].numpy(), wall).min() > cfg.d_background
+    off = PlanConfig(k=8, up=(0.0, 1.0, 0.0), alpha_min_deg=0.0, max_candidates=1024, d_background=0.0)
+    plan_off = plan_grasp(grasp, PointClearance(hand, obj, wall), off, plan_seed(4))
+    assert plan_off.counts["trajectory_near_background"] == 0
+    assert any(
+        _brute_min_distance(t.poses[:, :3, 3].numpy(), wall).min() <= cfg.d_background
+        for t in plan_off.trajectories
+    )
+
+
+def test_pregrasp_inside_the_background_skips_the_grasp():
+    grasp = torch.eye(4, dtype=torch.float64)  # pre-grasp at z = -0.3
+    obj = np.random.default_rng(0).normal(0.0, 0.01, (200, 3))
+    hand = obj + [0.0, 0.0, 0.15]
+    wall = np.array([[0.0, 0.02, -0.3]])  # 2 cm from the pre-grasp position
+    plan = plan_grasp(grasp, PointClearance(hand, obj, wall), PlanConfig(k=2), plan_seed(5))
+    assert plan.trajectories == [] and "d_background" in plan.skipped and plan.counts["candidates"] == 0
+
+
+def test_background_points_keep_only_solid_background():
+    scene = object_like_scene(3000, seed=0)
+    pts = background_points(scene)
+    bg = scene.select_label(0)
+    solid = torch.sigmoid(bg.opacities) >= 0.5
+    assert pts.shape == (int(solid.sum()), 3)
+    assert 0 < len(pts) < len(bg.means) or bool(solid.all())
+    assert PointClearance(pts[:1], pts[:1]).background_distance(torch.zeros(2, 3)).isinf().all()
 
 
 def test_min_height_keeps_starts_above_and_planning_is_seeded(scene_points):
