@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 # Extra pip arguments for torch (e.g. a CPU or CUDA wheel index on your machine).
 TORCH_PIP_ARGS ?=
 
-.PHONY: demo test setup system-deps lint bench clean-venv
+.PHONY: demo test setup system-deps lint bench figures clean-venv
 
 $(VENV)/.installed: pyproject.toml
 	@bash scripts/setup.sh "$(VENV)" "$(TORCH_PIP_ARGS)"
@@ -26,6 +26,9 @@ lint: setup
 
 bench: setup
 	$(PY) benchmarks/render.py
+
+figures: demo
+	bash scripts/readme_figures.sh runs/demo
 
 clean-venv:
 	rm -rf $(VENV)
