@@ -35,10 +35,20 @@ class SceneGeometry:
 
     hand_points: np.ndarray  # [M, 3]
     object_points: np.ndarray  # [P, 3]
+    background_points: np.ndarray | None = (
+        None  # [B, 3] solid background (trajgen.planning.background_points)
+    )
 
     def __post_init__(self) -> None:
         self.hand_points = np.asarray(self.hand_points, np.float64).reshape(-1, 3)
         self.object_points = np.asarray(self.object_points, np.float64).reshape(-1, 3)
+        if self.background_points is not None:
+            self.background_points = np.asarray(self.background_points, np.float64).reshape(-1, 3)
+        self._background = (
+            cKDTree(self.background_points)
+            if self.background_points is not None and len(self.background_points)
+            else None
+        )
         if len(self.hand_points) == 0 or len(self.object_points) == 0:
             raise ValueError(
                 f"SceneGeometry needs hand and object points; got {len(self.hand_points)} hand and "
@@ -49,9 +59,11 @@ class SceneGeometry:
 
     @classmethod
     def from_scene(cls, scene: GaussianScene) -> SceneGeometry:
+        from trajgen.planning import background_points
+
         means = scene.means.detach().cpu().double().numpy()
         labels = scene.labels.cpu().numpy()
-        return cls(means[labels == LABEL_HAND], means[labels == LABEL_OBJECT])
+        return cls(means[labels == LABEL_HAND], means[labels == LABEL_OBJECT], background_points(scene))
 
     @property
     def object_center(self) -> np.ndarray:  # [3]
@@ -67,6 +79,13 @@ class SceneGeometry:
 
     def object_distance(self, points: np.ndarray) -> np.ndarray:  # [n, 3] -> [n]
         return self._object.query(np.asarray(points, np.float64).reshape(-1, 3))[0]
+
+    def background_distance(self, points: np.ndarray) -> np.ndarray:  # [n, 3] -> [n]
+        """Distance to the nearest solid background point (+inf without background points)."""
+        p = np.asarray(points, np.float64).reshape(-1, 3)
+        if self._background is None:
+            return np.full(len(p), np.inf)
+        return self._background.query(p)[0]
 
     def min_clearance(self, positions: Tensor) -> Tensor:  # [n, 3] -> [n]
         """Distance to the union of hand and object points (Eq. 14's left-hand side)."""

@@ -69,6 +69,9 @@ class StartConfig:
     """theta_max: largest angle between the start and the grasp's approach axis (Eq. 6)."""
     start_d_min: float = 0.1
     """d_min (Eq. 14) for the starts: they keep more than this from hand and object points, metres."""
+    start_d_background: float = 0.05
+    """Starts keep more than this from the solid background (the person's body, walls, the table), metres;
+    the demonstrations' `PlanConfig.d_background`. 0 turns it off."""
     up: tuple[float, float, float] = (0.0, 0.0, 1.0)
     """World up (image up of the start cameras)."""
     min_height: float | None = None
@@ -86,6 +89,8 @@ class StartConfig:
         d.update({k: plan[k] for k in keys if k in plan})
         if "d_min" in plan:
             d["start_d_min"] = plan["d_min"]
+        if "d_background" in plan:
+            d["start_d_background"] = plan["d_background"]
         d["up"] = tuple(d["up"])
         return StartConfig(**d)
 
@@ -202,13 +207,17 @@ def sample_eval_starts(
                 min_height=cfg.min_height,
             )
             drawn += 32
+            if len(poses) and cfg.start_d_background > 0:
+                clear = geometry.background_distance(poses[:, :3, 3].numpy())
+                poses = poses[torch.from_numpy(clear > cfg.start_d_background)]
             if len(poses):
                 starts.append(poses[0].numpy())
                 break
             if drawn >= cfg.max_candidates:
                 raise ValueError(
                     f"{name}: no start pose passed the filters in {drawn} candidates around grasp target "
-                    f"{i % len(grasp_poses)}; relax StartConfig (alpha_min_deg, theta_max_deg, min_height)"
+                    f"{i % len(grasp_poses)}; relax StartConfig (alpha_min_deg, theta_max_deg, min_height, "
+                    "start_d_background)"
                 )
     return starts
 
@@ -301,6 +310,7 @@ def evaluate_objects(
                     "time_s": res.elapsed_s,
                     "wall_s": wall,
                     "final_score": res.scores[-1] if res.scores else None,
+                    "scores": [float(x) for x in res.scores],
                     "start_pose": np.asarray(start).tolist(),
                     "final_pose": res.poses[-1].tolist(),
                     "path": [p[:3, 3].tolist() for p in res.poses],

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from policy.data import make_policy_input
+from policy.env import SceneGeometry
 from policy.evaluate import EvalConfig, EvalObject, StartConfig, run_eval, sample_eval_starts
 from policy.ibvs import IBVSConfig, IBVSMaskPolicy, calibrate_area_fraction
 from policy.robot import ControlConfig, run_control_loop
@@ -76,6 +77,27 @@ def test_held_out_starts_are_seeded_and_valid(tiny_env) -> None:
     for s in a:
         assert np.linalg.norm(s[:3, 3] - grasp[:3, 3]) == pytest.approx(0.7)
         assert geo.min_clearance(torch.from_numpy(s[None, :3, 3]))[0] > 0.1
+
+
+def test_held_out_starts_keep_clear_of_the_background(tiny_env) -> None:
+    """A solid block (the person's body, say) filling x > 0.2 m beside the object: every start keeps
+    start_d_background from it; without the filter some starts lie inside it."""
+    geo0 = tiny_env.geometry
+    c = geo0.object_center
+    g = np.arange(-1.0, 1.0001, 0.05)
+    xx, yy, zz = np.meshgrid(np.arange(0.2, 1.0001, 0.05), g, g, indexing="ij")
+    wall = c + np.stack([xx.ravel(), yy.ravel(), zz.ravel()], 1)
+    geo = SceneGeometry(geo0.hand_points, geo0.object_points, wall)
+    grasp = look_at(
+        torch.from_numpy(c - np.array([0, 0, 0.13])), torch.from_numpy(c), up=(0.0, -1.0, 0.0)
+    ).numpy()
+    cfg = StartConfig(up=(0.0, -1.0, 0.0), start_d_background=0.1)
+    starts = sample_eval_starts(geo, grasp[None], 16, seed=3, name="toy", cfg=cfg)
+    assert min(float(geo.background_distance(s[None, :3, 3])[0]) for s in starts) > 0.1
+    off = sample_eval_starts(
+        geo, grasp[None], 16, seed=3, name="toy", cfg=StartConfig(up=(0.0, -1.0, 0.0), start_d_background=0)
+    )
+    assert min(float(geo.background_distance(s[None, :3, 3])[0]) for s in off) <= 0.1
 
 
 def test_run_eval_end_to_end(tmp_path, tiny_scene, tiny_env, trained_policy, exported_policy) -> None:
