@@ -103,3 +103,19 @@ def test_device_cuda_without_cuda_is_a_plain_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "splatsim: error:" in err and "--device cuda" in err
     assert not (tmp_path / "x" / stages.MARKERS).exists()
+
+
+def test_interrupted_stage_resumes_with_its_partial_output(demo_run, capsys):
+    """A stage killed after it started (its 'started' marker, no 'finished' one) keeps its output and
+    resumes; here training, whose train_state.pt is already at the last step, so nothing is redone."""
+    before = _markers(demo_run)
+    (demo_run / stages.MARKERS / "policy.json").unlink()
+    capsys.readouterr()
+    args = [a if a != "2" or i == 0 or TINY[i - 1] != "--plan.epochs" else "3" for i, a in enumerate(TINY)]
+    assert main(["demo", "--out", str(demo_run), *args]) == 0
+    out = capsys.readouterr()
+    assert "policy: done" in out.out
+    assert "resuming from step" in out.out + out.err
+    after = _markers(demo_run)
+    assert after["policy"]["hash"] == before["policy"]["hash"]
+    assert after["policy"]["summary"]["steps"] == before["policy"]["summary"]["steps"]
