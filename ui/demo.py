@@ -350,7 +350,9 @@ def _calibrated_ibvs(demos_dir: Path, image_size: int):
     from policy.ibvs import IBVSConfig, calibrate_area_fraction
 
     demos = load_demos([demos_dir], image_size)
-    pre = [e.mask[int(np.argmax(e.cls))] for e in demos.episodes if e.num_frames and e.cls.max() >= 1]
+    # the pre-grasp frame ends each planned trajectory; recovery samples, where present, follow it
+    nominal = [e.num_frames - int(e.attrs.get("recovery_frames", 0)) for e in demos.episodes]
+    pre = [e.mask[n - 1] for e, n in zip(demos.episodes, nominal) if n > 0]
     if not pre:
         return IBVSConfig()
     return IBVSConfig(area_fraction=round(calibrate_area_fraction(np.stack(pre)), 4))
