@@ -16,7 +16,11 @@ The protocol (issue 6's Goal; the paper's §V-A at CPU scale):
    sampled around).
 3. Demonstrations for the 9 *seen* objects only: `trajgen.planning.plan_grasp` (Eq. 3-14, ``k`` starts
    per target, seed 0) and `trajgen.episodes.HandEyeRenderer` / `build_episode`, kept in memory
-   (the same functions `splatsim demos` runs, without the HDF5 round trip).
+   (the same functions `splatsim demos` runs, without the HDF5 round trip). With recovery samples
+   (`RECOVERY`, `trajgen.recovery`; ``--no-recovery`` leaves them out and labels Cls = 1 at the
+   pre-grasp frame only, the paper's demonstrations): poses perturbed around the approach waypoints
+   and around the pre-grasp pose, labelled with the planner's next step from there, and Cls = 1
+   wherever stopping would succeed with a margin.
 4. Training: `policy.train.run_train` (Eq. 17, lambda_T = lambda_R = 100, Adam, episode-level split).
 5. Evaluation: `policy.evaluate` on all 11 objects, 10 held-out starts each (another seed), the
    *exported ONNX model* through the robot control loop on the splat robot, and IBVS-MASK (its stop
@@ -56,6 +60,7 @@ from policy.model import ModelConfig  # noqa: E402
 from policy.robot import ControlConfig  # noqa: E402
 from policy.train import TrainConfig, run_train  # noqa: E402
 from splatsim.scene import LABEL_HAND, LABEL_OBJECT, GaussianScene, rgb_to_sh_dc  # noqa: E402
+from trajgen.recovery import RecoveryConfig  # noqa: E402
 
 SEEN_FULL = (
     "mustard_bottle",
@@ -92,21 +97,44 @@ class Settings:
     rotation_step_deg: float = 12.0
     min_height: float | None = 0.05
     cls_pos_weight: float = 5.0
-    extra: dict[str, Any] = field(default_factory=dict)
+    recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
+    """Recovery samples and stop labels of the demonstrations (`trajgen.recovery`; off: the paper's)."""
 
+
+RECOVERY = RecoveryConfig(
+    add_recovery=True,
+    waypoint_samples=1,
+    waypoint_phases=(2, 3),
+    position_noise=0.03,
+    rotation_noise_deg=5.0,
+    pregrasp_samples=10,
+    pregrasp_back=0.1,
+    pregrasp_forward=0.15,
+    pregrasp_lateral=0.05,
+    pregrasp_rotation_deg=8.0,
+    stop_label="tolerance",
+    stop_position_tolerance=0.1,
+    stop_rotation_tolerance_deg=20.0,
+    stop_band=(0.36, 0.44),
+    stop_center_deg=4.0,
+)
+"""The benchmark's demonstrations: recovery samples around the approach (phases 2-3) and the pre-grasp,
+stop labels wherever stopping succeeds with margin (``--no-recovery``: the paper's demonstrations)."""
 
 FULL = Settings(
     SEEN_FULL,
     UNSEEN_FULL,
     image_size=64,
     width=32,
-    epochs=15,
+    epochs=14,
     batch_size=32,
     lr=1e-3,
     top_k=1,
     k=50,
     starts=10,
     videos=1,
+    cls_pos_weight=2.0,
+    recovery=RECOVERY,
 )
 QUICK = Settings(
     SEEN_QUICK,
@@ -120,6 +148,8 @@ QUICK = Settings(
     k=10,
     starts=3,
     videos=1,
+    cls_pos_weight=2.0,
+    recovery=RECOVERY,
 )
 
 
@@ -240,6 +270,8 @@ def make_demos(
     renderer = HandEyeRenderer(scene, camera, backend="cpu", batch_size=16)
     episodes = []
     lengths = []
+    recovery = []
+    positives = 0
     for rank, grasp in enumerate(grasps):
         plan = plan_grasp(torch.from_numpy(grasp), clearance, plan_cfg, plan_seed(0, name, rank))
         for j, (traj, clear) in enumerate(zip(plan.trajectories, plan.clearances)):
@@ -252,10 +284,16 @@ def make_demos(
             ep = build_episode(traj, clear, plan.grasp_pose, plan.pregrasp_pose, renderer, attrs)
             episodes.append(ep)
             lengths.append(ep.num_samples)
+            positives += int(ep.cls.sum())
+            if ep.recovery is not None:
+                recovery.append(ep.recovery.num_samples)
+                positives += int(ep.recovery.cls.sum())
     return episodes, {
         "episodes": len(episodes),
         "frames": int(sum(lengths)),
         "max_len": int(max(lengths, default=0)),
+        "recovery_frames": int(sum(recovery)),
+        "stop_positives": positives,
     }
 
 
@@ -272,10 +310,12 @@ def dagger_episodes(
 
     From ``starts`` fresh training-like starts per object (planning seed ``1000 + round``, disjoint from
     the demonstrations' 0 and the evaluation's), the policy runs through the same control loop as the
-    evaluation; each visited pose is relabelled with the first step of the three-phase plan from it to
-    the pre-grasp pose (`trajgen.trajectory.plan_three_phase`), and with Cls = 1 where that pose is
-    within half a step of the pre-grasp pose (elsewhere Cls is left unlabelled, NaN, so the stop score
-    keeps learning from the demonstrations only). These states are the ones the policy's own mistakes
+    evaluation; each visited pose is relabelled with the planner's next step from it to the pre-grasp
+    pose (`trajgen.trajectory.expert_step`: the three-phase plan, phase 3 within ``d`` of the pre-grasp
+    position, as for the recovery samples). Stop labels: with the demonstrations' ``stop_label =
+    "tolerance"`` the same rule as theirs (`trajgen.recovery.stop_labels`); otherwise Cls = 1 where the
+    pose is within half a step of the pre-grasp pose and unlabelled (NaN) elsewhere, so the stop score
+    keeps learning from the demonstrations only. These states are the ones the policy's own mistakes
     lead to, which behaviour cloning alone never sees.
     """
     from policy.checkpoint import load_policy
@@ -286,7 +326,8 @@ def dagger_episodes(
     from policy.runtime import TorchPolicy
     from splatsim.conventions import angle_between_rotations, pose_to_action
     from trajgen.planning import PointClearance, plan_grasp, plan_seed
-    from trajgen.trajectory import plan_three_phase, pregrasp_pose
+    from trajgen.recovery import stop_labels
+    from trajgen.trajectory import expert_step, pregrasp_pose
 
     net, meta = load_policy(policy_dir)
     fn = TorchPolicy(net)
@@ -314,7 +355,7 @@ def dagger_episodes(
         )
         labels, means = scene.labels.numpy(), scene.means.double().numpy()
         clearance = PointClearance(means[labels == LABEL_HAND], means[labels == LABEL_OBJECT])
-        cfg_k = type(plan_cfg)(**{**plan_cfg.as_dict(), "k": starts})
+        cfg_k = type(plan_cfg)(**{**plan_cfg.as_dict(), "k": starts, "recovery": RecoveryConfig()})
         plan = plan_grasp(torch.from_numpy(grasp), clearance, cfg_k, plan_seed(1000 + round_index, name, 0))
         pre = pregrasp_pose(torch.from_numpy(grasp), plan_cfg.s)
         target = torch.from_numpy(geo.object_center)
@@ -323,8 +364,12 @@ def dagger_episodes(
             res = run_control_loop(
                 fn, robot, SplatCamera(env, robot), ctrl, clock=robot.clock, keep_frames=True
             )
+            visited = np.asarray(res.poses[: len(res.frames)])
+            tolerance = plan_cfg.recovery.add_recovery and plan_cfg.recovery.stop_label == "tolerance"
+            if tolerance:
+                tol_cls = stop_labels(visited, pre, clearance, plan_cfg.recovery)
             actions, cls = [], []
-            for pose in res.poses[: len(res.frames)]:
+            for i, pose in enumerate(visited):
                 T = torch.from_numpy(pose)
                 dist = float(torch.linalg.vector_norm(T[:3, 3] - pre[:3, 3]))
                 ang = float(angle_between_rotations(T[:3, :3], pre[:3, :3]))
@@ -332,20 +377,13 @@ def dagger_episodes(
                     actions.append(np.zeros(6))
                     cls.append(1.0)
                     continue
-                # NaN: no stop label (only the demonstrations teach where *not* to stop); see eq17_loss
-                cls_label = math.nan
-                expert = plan_three_phase(
-                    T,
-                    pre,
-                    target,
-                    d=plan_cfg.d,
-                    phi=rad(plan_cfg.phi_deg),
-                    translation_step=step_t,
+                nxt = expert_step(
+                    T, pre, target, 1, d=plan_cfg.d, phi=rad(plan_cfg.phi_deg), translation_step=step_t,
                     rotation_step=step_r,
-                )
-                nxt = expert.poses[1] if expert.num_steps > 1 else pre
+                )  # fmt: skip
                 actions.append(pose_to_action(T, nxt).numpy())
-                cls.append(cls_label)
+                # NaN: no stop label (only the demonstrations teach where *not* to stop); see eq17_loss
+                cls.append(float(tol_cls[i]) if tolerance else math.nan)
             rgb = np.stack([f.rgb for f in res.frames])
             mask = np.stack([f.mask for f in res.frames])
             key = f"{name}/dagger{round_index}_{j:03d}"
@@ -410,11 +448,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     s = QUICK if args.quick else FULL
     if args.epochs is not None:
         s.epochs = args.epochs
+    if args.no_recovery:
+        s = replace(s, recovery=RecoveryConfig(), cls_pos_weight=5.0)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     threads = args.threads
-    if threads <= 0:  # oversubscribed machines: OpenMP spin-waiting makes 2 threads ~5x slower than 1
-        threads = 1 if os.getloadavg()[0] > (os.cpu_count() or 1) else (os.cpu_count() or 1)
+    if threads <= 0:  # the cores nobody else uses, less one kept free: on this 2-core machine two threads
+        # made a training step (width 32) 1.5x faster when idle (0.10 s vs 0.15 s) but 8x slower (1.28 s)
+        # as soon as another job took a core (OpenMP spin-waiting), and the load can change mid-run
+        threads = max(1, math.floor((os.cpu_count() or 1) - os.getloadavg()[0] + 0.5) - 1)
     torch.set_num_threads(threads)
     try:
         import numba
@@ -432,7 +474,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         translation_step=s.translation_step,
         rotation_step_deg=s.rotation_step_deg,
         min_height=s.min_height,
-    )
+        recovery=s.recovery,
+    ).validate()
     timings: dict[str, float] = {}
 
     # 1-2: scenes and grasps
@@ -566,8 +609,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "timings_s": timings,
         "objects": {"seen": list(s.seen), "unseen": list(s.unseen)},
         "starts_per_object": s.starts,
-        "demos": {"episodes": len(episodes), "frames": demos.num_frames, "per_object": demo_stats},
+        "demos": {
+            "episodes": len(episodes),
+            "frames": demos.num_frames,
+            "recovery_frames": sum(st["recovery_frames"] for st in demo_stats.values()),
+            "stop_positives": sum(st["stop_positives"] for st in demo_stats.values()),
+            "recovery": s.recovery.as_dict(),
+            "per_object": demo_stats,
+        },
         "model": {"image_size": s.image_size, "width": s.width, "epochs": s.epochs, "steps": train_steps},
+        "cls_pos_weight": s.cls_pos_weight,
         "train_final": train_final,
         "reused_policy": args.reuse_policy,
         "ibvs_area_fraction": area,
@@ -594,6 +645,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scenes", choices=("mesh", "recon"), default="mesh", help="how the splats are made")
     ap.add_argument("--epochs", type=int, default=None, help="override the training epochs")
     ap.add_argument(
+        "--no-recovery",
+        action="store_true",
+        help="the paper's demonstrations: no recovery samples, Cls = 1 at the pre-grasp frame only",
+    )
+    ap.add_argument(
         "--dagger",
         type=int,
         default=None,
@@ -608,7 +664,7 @@ def main(argv: list[str] | None = None) -> int:
         "--threads",
         type=int,
         default=0,
-        help="torch/numba threads (0: all cores, or 1 when the load exceeds them)",
+        help="torch/numba threads (0: the cores the load average leaves free but one, at least 1)",
     )
     ap.add_argument("--progress", action="store_true", help="progress bars")
     args = ap.parse_args(argv)

@@ -2,7 +2,9 @@
 
 Episodes are read from trajgen's robomimic-style HDF5 shards (``data/demo_N/obs/{rgb,mask}``,
 ``actions`` [T, 6], ``cls`` [T], attributes; see `trajgen.dataset`) into uint8 arrays kept in memory:
-a CPU training run touches every frame every epoch, and 20k frames at 128x128 take ~330 MB.
+a CPU training run touches every frame every epoch, and 20k frames at 128x128 take ~330 MB. An
+episode's recovery samples (``data/demo_N/recovery``, `trajgen.recovery`) are appended to its frames,
+so the episode-level split keeps them on their episode's side; ``attrs["recovery_frames"]`` counts them.
 
 `make_policy_input` is the one place that turns an image and a label mask into the 5-channel network
 input (`policy.model.INPUT_CHANNELS`); training, the splat evaluation, the ONNX parity check and the
@@ -293,6 +295,34 @@ def load_demos(
                     if not np.isfinite(actions).all():
                         raise ValueError(f"{where}: non-finite actions")
                     attrs = {k: _attr(v) for k, v in g.attrs.items()}
+                    if "recovery" in g:
+                        r = g["recovery"]
+                        for ds in ("obs/rgb", "obs/mask", "actions", "cls"):
+                            if ds not in r:
+                                raise ValueError(f"{where}/recovery: missing dataset '{ds}'")
+                        extra = [
+                            np.asarray(r["obs/rgb"][()], np.uint8),
+                            np.asarray(r["obs/mask"][()], np.uint8),
+                            np.asarray(r["actions"][()], np.float32),
+                            np.asarray(r["cls"][()], np.float32).reshape(-1),
+                        ]
+                        n = extra[2].shape[0]
+                        if (
+                            extra[0].shape != (n, *rgb.shape[1:])
+                            or extra[1].shape != (n, *mask.shape[1:])
+                            or extra[2].shape != (n, 6)
+                            or extra[3].shape != (n,)
+                            or not np.isfinite(extra[2]).all()
+                        ):
+                            raise ValueError(
+                                f"{where}/recovery: rgb {extra[0].shape}, mask {extra[1].shape}, actions "
+                                f"{extra[2].shape}, cls {extra[3].shape}; expected N frames like the episode's "
+                                "and finite actions [N, 6]"
+                            )
+                        rgb, mask, actions, cls = (
+                            np.concatenate([a, b]) for a, b in zip((rgb, mask, actions, cls), extra)
+                        )
+                        attrs["recovery_frames"] = int(n)
                     cam = dict(shard_cam)
                     cam.setdefault("width", int(rgb.shape[2]))
                     cam.setdefault("height", int(rgb.shape[1]))
@@ -322,24 +352,25 @@ def load_demos(
 
 
 def episode_from_trajgen(episode: Any, image_size: int | None = None) -> EpisodeData:
-    """An in-memory `trajgen.episodes.Episode` as `EpisodeData` (no file round trip)."""
+    """An in-memory `trajgen.episodes.Episode` as `EpisodeData` (no file round trip), its recovery samples
+    appended like `load_demos` does."""
     rgb, mask = np.asarray(episode.rgb, np.uint8), np.asarray(episode.mask, np.uint8)
+    actions, cls = np.asarray(episode.actions, np.float32), np.asarray(episode.cls, np.float32)
+    attrs = dict(episode.attrs)
+    rec = getattr(episode, "recovery", None)
+    if rec is not None:
+        rgb = np.concatenate([rgb, np.asarray(rec.rgb, np.uint8)])
+        mask = np.concatenate([mask, np.asarray(rec.mask, np.uint8)])
+        actions = np.concatenate([actions, np.asarray(rec.actions, np.float32)])
+        cls = np.concatenate([cls, np.asarray(rec.cls, np.float32)])
+        attrs["recovery_frames"] = int(rec.num_samples)
     if image_size is not None:
         rgb, mask = resize_frames(rgb, mask, image_size)
-    attrs = dict(episode.attrs)
     scene_id = str(attrs.get("scene_id", ""))
     key = str(
         attrs.get("episode_key", f"{scene_id}/g{attrs.get('grasp_rank', 0)}_s{attrs.get('start_id', 0)}")
     )
-    return EpisodeData(
-        rgb,
-        mask,
-        np.asarray(episode.actions, np.float32),
-        np.asarray(episode.cls, np.float32),
-        key,
-        scene_id,
-        attrs,
-    )
+    return EpisodeData(rgb, mask, actions, cls, key, scene_id, attrs)
 
 
 def split_episodes(

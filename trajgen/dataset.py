@@ -17,6 +17,10 @@ One HDF5 file per episode (see ``docs/dataset_format.md`` for every key)::
     /data/demo_0/clearance      [T, 2] float32 distance to the nearest (hand, object) point, metres
     /data/demo_0/phase          [T] uint8 trajectory phase 1, 2, 3
     /data/demo_0/grasp_pose     [4, 4] float64; pregrasp_pose [4, 4] float64
+    /data/demo_0/recovery/      only with recovery samples (`trajgen.recovery`): attrs num_samples N,
+                                stop_label; obs/rgb, obs/mask, actions, cls, poses, camera_poses,
+                                clearance, phase like above with N rows, source [N] int16 (the
+                                waypoint perturbed, -1 around the pre-grasp pose)
 
 Commit protocol: an episode is written completely to a temporary file in the same folder, ``committed``
 is set last, the file is flushed and fsynced, then atomically renamed to its final name. A final name
@@ -38,7 +42,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from trajgen.episodes import Episode
+from trajgen.episodes import Episode, RecoveryFrames
 
 __all__ = [
     "DEMO_GROUP",
@@ -57,6 +61,9 @@ DEMO_GROUP = "data/demo_0"
 """Each episode file holds one demo at this path."""
 
 _ARRAYS = ("actions", "cls", "dones", "rewards", "poses", "camera_poses", "clearance", "phase")
+RECOVERY_GROUP = "recovery"
+"""Subgroup of the demo holding its recovery samples, when it has any."""
+_RECOVERY_ARRAYS = ("actions", "cls", "poses", "camera_poses", "clearance", "phase", "source")
 _ID_ATTRS = ("scene_id", "grasp_rank", "start_id", "episode_key", "plan_hash")
 
 
@@ -125,6 +132,8 @@ def write_episode(
             }
             for key, value in arrays.items():
                 demo.create_dataset(key, data=value, track_times=False)
+            if episode.recovery is not None:
+                _write_recovery(demo.create_group(RECOVERY_GROUP), episode.recovery, gz)
             f.attrs["committed"] = True
             f.flush()
         with open(tmp, "rb+") as fh:
@@ -135,6 +144,34 @@ def write_episode(
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def _write_recovery(group: h5py.Group, rec: RecoveryFrames, gz: dict[str, Any]) -> None:
+    N = rec.num_samples
+    group.attrs["num_samples"] = N
+    H, W = rec.rgb.shape[1:3]
+    obs = group.create_group("obs")
+    obs.create_dataset("rgb", data=rec.rgb, chunks=(1, H, W, 3) if N else None, track_times=False, **gz)
+    obs.create_dataset("mask", data=rec.mask, chunks=(1, H, W) if N else None, track_times=False, **gz)
+    arrays = {
+        "actions": rec.actions.astype(np.float64),
+        "cls": rec.cls.astype(np.uint8),
+        "poses": rec.poses.astype(np.float64),
+        "camera_poses": rec.camera_poses.astype(np.float64),
+        "clearance": rec.clearance.astype(np.float32),
+        "phase": rec.phase.astype(np.uint8),
+        "source": rec.source.astype(np.int16),
+    }
+    for key, value in arrays.items():
+        group.create_dataset(key, data=value, track_times=False)
+
+
+def _read_recovery(group: h5py.Group) -> RecoveryFrames:
+    return RecoveryFrames(
+        rgb=group["obs/rgb"][()],
+        mask=group["obs/mask"][()],
+        **{k: group[k][()] for k in _RECOVERY_ARRAYS},
+    )
 
 
 def _decode_attr(value: Any) -> Any:
@@ -167,6 +204,7 @@ def read_episode(path: Path | str) -> Episode:
             grasp_pose=demo["grasp_pose"][()],
             pregrasp_pose=demo["pregrasp_pose"][()],
             attrs=attrs,
+            recovery=_read_recovery(demo[RECOVERY_GROUP]) if RECOVERY_GROUP in demo else None,
         )
 
 
@@ -206,7 +244,10 @@ def validate_episode(
             arrays = {k: demo[k][()] for k in _ARRAYS}
             rgb, mask = demo["obs/rgb"][()], demo["obs/mask"][()]  # decodes every chunk
             T = int(demo.attrs.get("num_samples", -1))
-            errors += _check_arrays(path, T, rgb, mask, arrays, image_size)
+            tolerance = _decode_attr(demo.attrs.get("stop_label")) == "tolerance"
+            errors += _check_arrays(path, T, rgb, mask, arrays, image_size, tolerance)
+            if RECOVERY_GROUP in demo:
+                errors += _check_recovery(path, demo[RECOVERY_GROUP], mask.shape[1:], tolerance)
             for key, value in (expected or {}).items():
                 got = _decode_attr(demo.attrs.get(key))
                 if got != value:
@@ -225,6 +266,7 @@ def _check_arrays(
     mask: np.ndarray,
     arrays: dict[str, np.ndarray],
     image_size: tuple[int, int] | None,
+    tolerance: bool = False,
 ) -> list[str]:
     errors = []
     if T < 1:
@@ -258,7 +300,10 @@ def _check_arrays(
         if not np.isfinite(arrays[key]).all():
             errors.append(f"{path}: {key} contains NaN or inf")
     cls = arrays["cls"]
-    if not (cls[-1] == 1 and (cls[:-1] == 0).all()):
+    if tolerance:  # stop_label "tolerance" (trajgen.recovery): 1 at the last step, 0 or 1 elsewhere
+        if not (cls[-1] == 1 and np.isin(cls, (0, 1)).all()):
+            errors.append(f"{path}: cls must be 0 or 1 and 1 at the last step; got {cls.tolist()}")
+    elif not (cls[-1] == 1 and (cls[:-1] == 0).all()):
         errors.append(
             f"{path}: cls must be 1 at the last step only; got ones at {np.flatnonzero(cls).tolist()}"
         )
@@ -272,6 +317,50 @@ def _check_arrays(
         errors.append(f"{path}: poses are not rigid transforms (last row != 0 0 0 1)")
     if (arrays["clearance"] < 0).any():
         errors.append(f"{path}: negative clearance")
+    return errors
+
+
+def _check_recovery(
+    path: Path, group: h5py.Group, image_shape: tuple[int, ...], tolerance: bool
+) -> list[str]:
+    where = f"{path}: {RECOVERY_GROUP}/"
+    missing = [k for k in ("obs/rgb", "obs/mask", *_RECOVERY_ARRAYS) if k not in group]
+    if missing:
+        return [f"{where} missing datasets {missing}"]
+    N = int(group.attrs.get("num_samples", -1))
+    a = {k: group[k][()] for k in _RECOVERY_ARRAYS}
+    rgb, mask = group["obs/rgb"][()], group["obs/mask"][()]
+    shapes = {
+        "actions": (N, 6),
+        "cls": (N,),
+        "poses": (N, 4, 4),
+        "camera_poses": (N, 4, 4),
+        "clearance": (N, 2),
+        "phase": (N,),
+        "source": (N,),
+    }
+    errors = [
+        f"{where}{k} has shape {a[k].shape}; expected {shape}"
+        for k, shape in shapes.items()
+        if a[k].shape != shape
+    ]
+    if rgb.dtype != np.uint8 or rgb.shape != (N, *image_shape, 3):
+        errors.append(f"{where}obs/rgb is {rgb.dtype} {rgb.shape}; expected uint8 {(N, *image_shape, 3)}")
+    if mask.dtype != np.uint8 or mask.shape != (N, *image_shape):
+        errors.append(f"{where}obs/mask is {mask.dtype} {mask.shape}; expected uint8 {(N, *image_shape)}")
+    if errors or N == 0:
+        return errors
+    if int(mask.max()) > 2:
+        errors.append(f"{where}obs/mask holds label {int(mask.max())}; expected 0, 1 or 2")
+    for key in ("actions", "poses", "camera_poses", "clearance"):
+        if not np.isfinite(a[key]).all():
+            errors.append(f"{where}{key} contains NaN or inf")
+    if not np.isin(a["cls"], (0, 1) if tolerance else (0,)).all():
+        errors.append(f"{where}cls must be {'0 or 1' if tolerance else '0 (stop_label pregrasp)'}")
+    if not np.isin(a["phase"], (1, 2, 3)).all():
+        errors.append(f"{where}phase must be 1, 2 or 3")
+    if np.abs(a["poses"][:, 3] - np.array([0.0, 0.0, 0.0, 1.0])).max() > 0:
+        errors.append(f"{where}poses are not rigid transforms (last row != 0 0 0 1)")
     return errors
 
 
@@ -298,22 +387,37 @@ class DemoDataset(Dataset):
     - ``masks`` [2, H, W] float32: hand, object (the paper's policy's extra input channels);
     - ``label`` [H, W] int64: 0 background, 1 object, 2 hand;
     - ``action`` [6] float32 (euler xyz, translation), ``cls`` [] float32, ``pose`` [4, 4] float64;
-    - ``episode`` and ``step`` (int indices).
+    - ``episode`` and ``step`` (int indices), ``recovery`` (bool): ``step`` counts the episode's
+      trajectory steps first, then its recovery samples (``step - num_samples`` is the sample's index).
 
     Files are opened lazily once per process (safe with DataLoader workers).
 
     Args:
         source: A demos folder or its ``index.json`` (all episodes), or episode file paths.
         remove_background: Zero the RGB where the mask is background.
+        include_recovery: Also serve the episodes' recovery samples (`trajgen.recovery`), after each
+            episode's steps.
     """
 
-    def __init__(self, source: Path | str | Sequence[Path | str], *, remove_background: bool = True) -> None:
+    def __init__(
+        self,
+        source: Path | str | Sequence[Path | str],
+        *,
+        remove_background: bool = True,
+        include_recovery: bool = True,
+    ) -> None:
         self.files = episode_files(source)
         self.remove_background = remove_background
-        lengths = []
+        lengths, steps = [], []
         for path in self.files:
             with h5py.File(path, "r") as f:
-                lengths.append(int(f[DEMO_GROUP].attrs["num_samples"]))
+                demo = f[DEMO_GROUP]
+                n = int(demo.attrs["num_samples"])
+                steps.append(n)
+                if include_recovery and RECOVERY_GROUP in demo:
+                    n += int(demo[RECOVERY_GROUP].attrs["num_samples"])
+                lengths.append(n)
+        self.steps = np.asarray(steps, dtype=np.int64)
         self.lengths = np.asarray(lengths, dtype=np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(self.lengths)])
         self._handles: dict[int, h5py.File] = {}
@@ -337,8 +441,10 @@ class DemoDataset(Dataset):
         episode = int(np.searchsorted(self.offsets, index, side="right") - 1)
         step = int(index - self.offsets[episode])
         demo = self._demo(episode)
-        rgb = torch.from_numpy(demo["obs/rgb"][step]).permute(2, 0, 1).float() / 255.0
-        label = torch.from_numpy(demo["obs/mask"][step].astype(np.int64))
+        recovery = step >= int(self.steps[episode])
+        g, i = (demo[RECOVERY_GROUP], step - int(self.steps[episode])) if recovery else (demo, step)
+        rgb = torch.from_numpy(g["obs/rgb"][i]).permute(2, 0, 1).float() / 255.0
+        label = torch.from_numpy(g["obs/mask"][i].astype(np.int64))
         if self.remove_background:
             rgb = rgb * (label > 0)
         masks = torch.stack([label == 2, label == 1]).float()
@@ -346,11 +452,12 @@ class DemoDataset(Dataset):
             "rgb": rgb,
             "masks": masks,
             "label": label,
-            "action": torch.from_numpy(demo["actions"][step].astype(np.float32)),
-            "cls": torch.tensor(float(demo["cls"][step])),
-            "pose": torch.from_numpy(demo["poses"][step]),
+            "action": torch.from_numpy(g["actions"][i].astype(np.float32)),
+            "cls": torch.tensor(float(g["cls"][i])),
+            "pose": torch.from_numpy(g["poses"][i]),
             "episode": episode,
             "step": step,
+            "recovery": recovery,
         }
 
     def close(self) -> None:

@@ -8,6 +8,10 @@ cut-off), and a batch keeps the cells that intersect the frustum of any of its c
 pixels (covering the renderer's 0.3 px² screen-space dilation). Culled Gaussians would contribute
 nothing, so the images equal an unculled render up to float rounding.
 
+Recovery samples (`trajgen.recovery`), when the trajectory carries them, are rendered with it and kept
+beside its frames in `Episode.recovery` (`RecoveryFrames`), not among them: the episode's steps stay
+the planned trajectory.
+
 Masks: the renderer composites per-Gaussian labels like colour (occlusion-aware); the stored mask is the
 hard label map (`RenderOutput.label_map`): 0 background, 1 object, 2 hand, where the winning label's
 probability reaches ``mask_min_prob``, else 0.
@@ -28,7 +32,7 @@ from splatsim.scene import SH_C0, GaussianScene
 from trajgen.handeye import HandEyeConfig, camera_poses_from_gripper, policy_intrinsics
 from trajgen.trajectory import Trajectory, trajectory_actions
 
-__all__ = ["Episode", "HandEyeRenderer", "build_episode"]
+__all__ = ["Episode", "HandEyeRenderer", "RecoveryFrames", "build_episode"]
 
 _SIGMA_REACH = 3.5
 """Culling radius of a Gaussian in standard deviations (its alpha falls below 1/255 by 3.33)."""
@@ -168,6 +172,25 @@ class HandEyeRenderer:
 
 
 @dataclass
+class RecoveryFrames:
+    """An episode's rendered recovery samples (`trajgen.recovery.RecoverySamples`), N tuples."""
+
+    rgb: np.ndarray  # [N, H, W, 3] uint8
+    mask: np.ndarray  # [N, H, W] uint8 labels
+    actions: np.ndarray  # [N, 6] float64 the expert's step from the sample
+    cls: np.ndarray  # [N] uint8 stop labels
+    poses: np.ndarray  # [N, 4, 4] float64 gripper-to-world
+    camera_poses: np.ndarray  # [N, 4, 4] float64 camera-to-world
+    clearance: np.ndarray  # [N, 2] float32
+    phase: np.ndarray  # [N] uint8 the planner phase of the expert step
+    source: np.ndarray  # [N] int16 the waypoint perturbed, -1 around the pre-grasp pose
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.actions.shape[0])
+
+
+@dataclass
 class Episode:
     """One rendered trajectory: T tuples (image, mask, action, cls) plus what produced them."""
 
@@ -183,9 +206,12 @@ class Episode:
     pregrasp_pose: np.ndarray  # [4, 4] float64
     attrs: dict[str, Any] = field(default_factory=dict)
     """Identifiers and metadata (scene_id, grasp_id, grasp_rank, start_id, t1, t2, ...)."""
+    recovery: RecoveryFrames | None = None
+    """Recovery samples rendered with the trajectory (None: planned without them)."""
 
     @property
     def num_samples(self) -> int:
+        """Steps of the trajectory (recovery samples not counted)."""
         return int(self.actions.shape[0])
 
 
@@ -197,12 +223,31 @@ def build_episode(
     renderer: HandEyeRenderer,
     attrs: dict[str, Any],
 ) -> Episode:
-    """Renders every step of ``trajectory`` and records the action to the next step."""
+    """Renders every step of ``trajectory`` and records the action to the next step; its recovery
+    samples too, when it carries them (``trajectory.recovery``)."""
     poses = trajectory.poses.to(torch.float64)
     cams = camera_poses_from_gripper(poses, renderer.camera)
     rgb, mask = renderer.render_cameras(cams)
     meta = dict(attrs)
     meta.update(t1=int(trajectory.t1), t2=int(trajectory.t2))
+    recovery = None
+    rec = trajectory.recovery
+    if rec is not None:  # rendered apart, so the trajectory's frames do not depend on them
+        meta["stop_label"] = rec.stop_label
+        rec_poses = rec.poses.to(torch.float64)
+        rec_cams = camera_poses_from_gripper(rec_poses, renderer.camera)
+        rec_rgb, rec_mask = renderer.render_cameras(rec_cams)
+        recovery = RecoveryFrames(
+            rgb=rec_rgb,
+            mask=rec_mask,
+            actions=rec.actions.to(torch.float64).numpy(),
+            cls=rec.cls.numpy().astype(np.uint8),
+            poses=rec_poses.numpy(),
+            camera_poses=rec_cams.numpy(),
+            clearance=rec.clearance.to(torch.float32).numpy(),
+            phase=rec.phase.numpy().astype(np.uint8),
+            source=rec.source.numpy().astype(np.int16),
+        )
     return Episode(
         rgb=rgb,
         mask=mask,
@@ -215,4 +260,5 @@ def build_episode(
         grasp_pose=torch.as_tensor(grasp_pose, dtype=torch.float64).numpy(),
         pregrasp_pose=torch.as_tensor(pregrasp_pose, dtype=torch.float64).numpy(),
         attrs=meta,
+        recovery=recovery,
     )

@@ -6,6 +6,10 @@ keeps the first ``k`` trajectories that stay more than ``d_min`` from both (Eq. 
 path) and, beyond the paper, more than ``d_background`` from the solid background (the person's body, a
 wall, a table), so that no camera path runs through the rest of the scene. Every rejection is counted under the filter that made it. The result depends only on the inputs
 and the seed, so every shard and worker of a batch job plans identically.
+
+With ``PlanConfig.recovery.add_recovery`` each kept trajectory also carries recovery samples
+(`trajgen.recovery`: perturbed poses labelled with the planner's next step) and, with ``stop_label =
+"tolerance"``, stop labels wherever stopping would succeed; off (the default) nothing changes.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import torch
 from scipy.spatial import cKDTree
 from torch import Tensor
 
+from trajgen.recovery import RecoveryConfig, recovery_samples, relabel_trajectory
 from trajgen.start_poses import START_POSE_FILTERS, sample_start_candidates
 from trajgen.trajectory import Trajectory, plan_three_phase, pregrasp_pose
 
@@ -84,6 +89,13 @@ class PlanConfig:
     """Give up on a grasp after drawing this many start-pose candidates."""
     block: int = 64
     """Candidates drawn at a time (part of the random stream: changing it changes the samples)."""
+    recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
+    """Recovery (noise-injected) samples around every trajectory and the stop-label rule
+    (`trajgen.recovery`); off by default (the paper's demonstrations)."""
+
+    def __post_init__(self) -> None:  # from JSON / asdict round trips
+        if isinstance(self.recovery, dict):
+            self.recovery = RecoveryConfig(**self.recovery)
 
     def validate(self) -> PlanConfig:
         """Raises ValueError naming the field for out-of-range settings; returns self."""
@@ -108,6 +120,7 @@ class PlanConfig:
                 raise ValueError(f"PlanConfig.{name} = {getattr(self, name)!r}; expected {expected}")
         if len(self.up) != 3 or not any(abs(float(u)) > 0 for u in self.up):
             raise ValueError(f"PlanConfig.up = {self.up!r}; expected a non-zero 3-vector")
+        self.recovery.validate()
         return self
 
     def as_dict(self) -> dict:
@@ -280,6 +293,9 @@ def plan_grasp(
                 counts["trajectory_near_background"] += 1
             else:
                 counts["accepted"] += 1
+                if cfg.recovery.add_recovery:
+                    traj.cls = relabel_trajectory(traj, pre, clearance, cfg.recovery)
+                    traj.recovery = recovery_samples(traj, pre, clearance, cfg, cfg.recovery)
                 plan.trajectories.append(traj)
                 plan.clearances.append(clear)
     return plan

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,7 +44,9 @@ from splatsim.conventions import angle_between_rotations, interpolate_pose, pose
 
 __all__ = [
     "Trajectory",
+    "expert_step",
     "face_target_rotation",
+    "plan_phase3",
     "plan_three_phase",
     "pregrasp_pose",
     "trajectory_actions",
@@ -64,6 +67,8 @@ class Trajectory:
     """Index of the last phase-1 step (0 when the start already faces the object)."""
     t2: int
     """Index of the last phase-2 step (``t1`` when phase 2 takes no step)."""
+    recovery: Any = None
+    """`trajgen.recovery.RecoverySamples` to render with the trajectory, when planned with recovery."""
 
     @property
     def num_steps(self) -> int:
@@ -163,8 +168,33 @@ def plan_three_phase(
     T2 = poses[-1][-1]
 
     # Phase 3: linear position + SLERP rotation, re-aimed at the object when off by more than phi.
-    p2 = T2[:3, 3]
-    dist3 = float(torch.linalg.vector_norm(p_pre - p2))
+    phase3 = plan_phase3(
+        T2, pregrasp, target, phi=phi, translation_step=translation_step, rotation_step=rotation_step
+    )
+    n3 = phase3.shape[0]
+    poses.append(phase3)
+    phases += [3] * n3
+
+    all_poses = torch.cat(poses)
+    T = all_poses.shape[0]
+    cls = torch.zeros(T, dtype=torch.uint8)
+    cls[-1] = 1
+    return Trajectory(all_poses, torch.tensor(phases, dtype=torch.uint8), cls, t1, t2)
+
+
+def plan_phase3(
+    T2: Tensor,  # [4, 4] where phase 3 starts
+    pregrasp: Tensor,  # [4, 4]
+    target: Tensor,  # [3]
+    *,
+    phi: float,
+    translation_step: float,
+    rotation_step: float,
+) -> Tensor:  # [n3, 4, 4] the phase-3 poses after T2; the last is exactly ``pregrasp``
+    """Phase 3 (Eq. 10-13) from ``T2``: the smallest step count ``n3`` that meets both step limits."""
+    dtype = torch.float64
+    T2, pregrasp, target = T2.to(dtype), pregrasp.to(dtype), target.to(dtype)
+    dist3 = float(torch.linalg.vector_norm(pregrasp[:3, 3] - T2[:3, 3]))
     rot3 = float(angle_between_rotations(T2[:3, :3], pregrasp[:3, :3]))
     n3 = max(1, math.ceil(dist3 / translation_step - 1e-9), math.ceil(rot3 / rotation_step - 1e-9))
     for _ in range(_MAX_REFINE):
@@ -175,14 +205,54 @@ def plan_three_phase(
     else:
         raise RuntimeError(f"phase 3 did not reach the pre-grasp rotation within {n3} steps")  # invariant
     phase3[-1] = pregrasp
-    poses.append(phase3)
-    phases += [3] * n3
+    return phase3
 
-    all_poses = torch.cat(poses)
-    T = all_poses.shape[0]
-    cls = torch.zeros(T, dtype=torch.uint8)
-    cls[-1] = 1
-    return Trajectory(all_poses, torch.tensor(phases, dtype=torch.uint8), cls, t1, t2)
+
+def expert_step(
+    pose: Tensor,  # [4, 4] gripper pose, e.g. a perturbed waypoint
+    pregrasp: Tensor,  # [4, 4]
+    target: Tensor,  # [3] the object centre the camera faces
+    phase: int,
+    *,
+    d: float,
+    phi: float,
+    translation_step: float,
+    rotation_step: float,
+) -> Tensor:  # [4, 4] the next pose
+    """The planner's next pose from ``pose`` when it is in ``phase`` (1, 2 or 3): the expert action of
+    recovery samples (`trajgen.recovery`).
+
+    - Phase 3, or any pose closer than ``d`` to the pre-grasp position (where the planner is in phase 3):
+      the first step of phase 3 planned from ``pose`` (`plan_phase3`: straight to the pre-grasp
+      position, SLERP toward its rotation re-aimed at the object); from a pose beyond the pre-grasp
+      (nearer the object) that is a step back.
+    - Phase 2 (farther than ``d``): a ``translation_step`` straight toward the pre-grasp position, the
+      rotation kept (Eq. 8-9).
+    - Phase 1: the first step of the whole plan from ``pose`` (`plan_three_phase`: turn to face the
+      object, or the phase-2 step when it already does).
+
+    At the pre-grasp pose itself the next pose is the pose (stay).
+    """
+    if phase not in (1, 2, 3):
+        raise ValueError(f"expert_step: phase = {phase!r}; expected 1, 2 or 3")
+    dtype = torch.float64
+    pose, pregrasp, target = pose.to(dtype), pregrasp.to(dtype), target.to(dtype)
+    offset = pregrasp[:3, 3] - pose[:3, 3]
+    dist = float(torch.linalg.vector_norm(offset))
+    if dist < 1e-9 and float(angle_between_rotations(pose[:3, :3], pregrasp[:3, :3])) < 1e-9:
+        return pose.clone()
+    if phase == 3 or dist < d:
+        return plan_phase3(
+            pose, pregrasp, target, phi=phi, translation_step=translation_step, rotation_step=rotation_step
+        )[0]
+    if phase == 2:
+        out = pose.clone()
+        out[:3, 3] = pose[:3, 3] + offset * (translation_step / dist)
+        return out
+    traj = plan_three_phase(
+        pose, pregrasp, target, d=d, phi=phi, translation_step=translation_step, rotation_step=rotation_step
+    )
+    return traj.poses[1] if traj.num_steps > 1 else pose.clone()
 
 
 def _phase3(
