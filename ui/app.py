@@ -1063,8 +1063,11 @@ class Studio:
                 else:
                     train_curve = fig
             session = getattr(request, "session_hash", None)
-            if snap["status"] in (DONE, FAILED) and prev is not None and session not in job.waiters:
-                token = f"{stage}:{job.id}:{snap['status']}"  # e.g. a reopened tab: reload the results
+            if snap["status"] in (DONE, FAILED) and session not in job.waiters:
+                # e.g. a reopened tab: reload the results. Also on this page's first sight of a finished
+                # job (prev is None): it may have finished between the page reading the run and this
+                # poll, and then the page shows the new status beside the old results.
+                token = f"{stage}:{job.id}:{snap['status']}"
         run_md: Any = gr.skip()
         if any(not _is_skip(x) for x in statuses):
             try:
