@@ -11,9 +11,9 @@ The protocol (issue 6's Goal; the paper's §V-A at CPU scale):
    recon`` runs the real capture -> `recon.pipeline.run_recon` path instead (about ten minutes per
    object on two loaded cores, so it does not fit the 45-minute budget for 11 objects).
 2. Grasps: `trajgen.grasps.compute_grasps` on the object and hand Gaussians (antipodal sampler, the
-   hand-safety filters), ``top_k`` targets per object; objects wider than the Robotiq 2F-85's stroke
-   (the master chef can) get the 2F-140 (only an unseen object's grasp, which the held-out starts are
-   sampled around).
+   hand-safety filters), ``top_k`` targets per object, with the catalogue's gripper for the object
+   (`CatalogueObject.gripper`: the 2F-140 for the master chef can, wider than the Robotiq 2F-85's stroke;
+   only an unseen object's grasp, which the held-out starts are sampled around).
 3. Demonstrations for the 9 *seen* objects only: `trajgen.planning.plan_grasp` (Eq. 3-14, ``k`` starts
    per target, seed 0) and `trajgen.episodes.HandEyeRenderer` / `build_episode`, kept in memory
    (the same functions `splatsim demos` runs, without the HDF5 round trip). With recovery samples
@@ -59,6 +59,7 @@ from policy.metrics import MetricsConfig  # noqa: E402
 from policy.model import ModelConfig  # noqa: E402
 from policy.robot import ControlConfig  # noqa: E402
 from policy.train import TrainConfig, run_train  # noqa: E402
+from recon.catalogue import get_object  # noqa: E402
 from splatsim.scene import LABEL_HAND, LABEL_OBJECT, GaussianScene, rgb_to_sh_dc  # noqa: E402
 from trajgen.recovery import RecoveryConfig  # noqa: E402
 
@@ -133,7 +134,7 @@ FULL = Settings(
     k=50,
     starts=10,
     videos=1,
-    cls_pos_weight=2.0,
+    cls_pos_weight=3.0,
     recovery=RECOVERY,
 )
 QUICK = Settings(
@@ -237,19 +238,15 @@ def recon_scene(obj: str, seed: int, work: Path) -> GaussianScene:
     return run_recon(ReconConfig(progress=False), cap_dir, work / obj / "scene").scene
 
 
-def object_grasps(scene: GaussianScene, top_k: int, seed: int) -> np.ndarray:  # [T, 4, 4]
-    from trajgen.grasps import GraspConfig, NoSafeGraspError, compute_grasps
-    from trajgen.gripper import robotiq_2f_140
+def object_grasps(scene: GaussianScene, top_k: int, seed: int, gripper: str) -> np.ndarray:  # [T, 4, 4]
+    from trajgen.grasps import GraspConfig, compute_grasps
+    from trajgen.gripper import gripper_by_name
 
     means = scene.means.double().numpy()
     labels = scene.labels.numpy()
     obj, hand = means[labels == LABEL_OBJECT], means[labels == LABEL_HAND]
-    try:
-        res = compute_grasps(obj, hand, GraspConfig(top_k=top_k, seed=seed, plot=False))
-    except NoSafeGraspError:  # wider than the 2F-85's 85 mm stroke (e.g. the master chef can)
-        res = compute_grasps(
-            obj, hand, GraspConfig(top_k=top_k, seed=seed, plot=False, gripper=robotiq_2f_140())
-        )
+    cfg = GraspConfig(top_k=top_k, seed=seed, plot=False, gripper=gripper_by_name(gripper))
+    res = compute_grasps(obj, hand, cfg)
     return res.target_poses()
 
 
@@ -483,7 +480,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     objects: dict[str, dict[str, Any]] = {}
     for name in (*s.seen, *s.unseen):
         scene = mesh_scene(name, seed=0)[0] if args.scenes == "mesh" else recon_scene(name, 0, out / "recon")
-        grasps = object_grasps(scene, s.top_k, seed=0)
+        grasps = object_grasps(scene, s.top_k, seed=0, gripper=get_object(name).gripper)
         objects[name] = {"scene": scene, "grasps": grasps}
         _log(f"scene {name}: {scene.num_gaussians} Gaussians, {len(grasps)} grasp targets")
     timings["scenes_and_grasps_s"] = time.perf_counter() - t

@@ -705,6 +705,9 @@ class CatalogueObject:
     """Unit vector (object frame) from ``grip_center`` toward where the palm rests in a wrap grasp."""
     default_pose: str
     """Hand pose that suits the object: ``wrap``, ``under`` or ``pinch``."""
+    gripper: str = "robotiq_2f_85"
+    """Name of the parallel-jaw gripper that can hold it (`trajgen.gripper.gripper_by_name`): the Robotiq
+    2F-85 unless the object is wider than its 85 mm stroke at every pair of opposing faces."""
 
     @property
     def trimesh(self) -> TriMesh:
@@ -735,10 +738,19 @@ class _Entry:
     grip_center: tuple[float, float, float] = (0.0, 0.0, 0.0)
     palm_side: tuple[float, float, float] = (-1.0, 0.0, 0.0)
     default_pose: str = "wrap"
+    gripper: str = "robotiq_2f_85"
 
 
 def _can_entry(
-    desc: str, r: float, h: float, base: str, band: str, text: str, default_pose: str = "wrap", **kw
+    desc: str,
+    r: float,
+    h: float,
+    base: str,
+    band: str,
+    text: str,
+    default_pose: str = "wrap",
+    gripper: str = "robotiq_2f_85",
+    **kw,
 ) -> _Entry:
     seed = zlib.crc32(desc.encode()) & 0xFFFF
     return _Entry(
@@ -746,6 +758,7 @@ def _can_entry(
         lambda: _can_mesh(r, h),
         lambda p, n: _can_label(p, n, h, seed, base, band, text, **kw),
         default_pose=default_pose,
+        gripper=gripper,
     )
 
 
@@ -762,12 +775,14 @@ def _box_entry(
 
 _ENTRIES: dict[str, _Entry] = {
     "master_chef_can": _can_entry(
-        "Coffee can, cylinder r 0.051 m, h 0.14 m; wrapped around its body.",
+        "Coffee can, cylinder r 0.051 m, h 0.14 m; wrapped around its body. 102 mm across and 140 mm "
+        "tall: wider than a Robotiq 2F-85 opens (85 mm), so the 2F-140 takes it.",
         0.051,
         0.14,
         "#1d4f91",
         "#c62828",
         "#f5f5f5",
+        gripper="robotiq_2f_140",
     ),
     "cracker_box": _box_entry(
         "Cracker box 0.16 x 0.06 x 0.21 m; palm on a narrow side, fingers over the 6 cm depth.",
@@ -801,7 +816,8 @@ _ENTRIES: dict[str, _Entry] = {
         grip_center=(0.0, 0.0, -0.03),
     ),
     "tuna_can": _can_entry(
-        "Tuna can, cylinder r 0.0425 m, h 0.033 m; held from below or pinched at the rim.",
+        "Tuna can, cylinder r 0.0425 m, h 0.033 m; handed over pinched at the rim (held from below, the "
+        "curled fingers leave a gripper almost no way in).",
         0.0425,
         0.033,
         "#2a6db0",
@@ -809,7 +825,7 @@ _ENTRIES: dict[str, _Entry] = {
         "#ffd54f",
         band_frac=(0.3, 0.7),
         logo=None,
-        default_pose="under",
+        default_pose="pinch",
     ),
     "pudding_box": _box_entry(
         "Pudding box 0.11 x 0.035 x 0.089 m; wrapped around its thin depth.",
@@ -873,9 +889,11 @@ _ENTRIES: dict[str, _Entry] = {
         default_pose="pinch",
     ),
     "wood_block": _Entry(
-        "Wooden block 0.085 x 0.085 x 0.2 m; wrapped around its body.",
+        "Wooden block 0.085 x 0.085 x 0.2 m; wrapped around its body. 85 mm square: no wider than a "
+        "Robotiq 2F-85 opens, with no margin left, so the 2F-140 takes it.",
         lambda: box((0.085, 0.085, 0.2), step=0.01),
         _wood_block_albedo,
+        gripper="robotiq_2f_140",
     ),
 }
 
@@ -904,4 +922,5 @@ def get_object(name: str) -> CatalogueObject:
         grip_center=np.asarray(e.grip_center, np.float64) - offset,
         palm_side=side / np.linalg.norm(side),
         default_pose=e.default_pose,
+        gripper=e.gripper,
     )

@@ -268,7 +268,8 @@ def _advice(summary: dict[str, Any], cfg: GraspConfig) -> str:
             f"No two object points face each other within the gripper's reach ({reach * 1000:.0f} mm = the "
             f"{cfg.gripper.max_width * 1000:.0f} mm stroke less 2 x opening_margin) inside the friction cone: "
             "the object is wider than the gripper opens everywhere it has opposing faces. Use a gripper with a "
-            "wider stroke (GraspConfig.gripper, e.g. trajgen.gripper.robotiq_2f_140()), or check that the "
+            "wider stroke (`splatsim grasps --gripper-model robotiq_2f_140`; in Python GraspConfig.gripper = "
+            "trajgen.gripper.robotiq_2f_140()), or check that the "
             "object's scale is metres and its point cloud dense enough for normals (GraspConfig.normal_radius)."
         )
     if safety >= geometric:
@@ -280,7 +281,8 @@ def _advice(summary: dict[str, Any], cfg: GraspConfig) -> str:
     return (
         "The gripper cannot close on the object without touching it elsewhere: the object may be wider than "
         f"the {cfg.gripper.max_width * 1000:.0f} mm stroke where it has opposing faces, or its point cloud noisy. "
-        "Try more samples (GraspConfig.num_contacts) or a larger gripper (GraspConfig.gripper)."
+        "Try more samples (GraspConfig.num_contacts) or a larger gripper (`splatsim grasps --gripper-model "
+        "robotiq_2f_140`, GraspConfig.gripper)."
     )
 
 

@@ -38,7 +38,9 @@ __all__ = [
     "BOX_BODY",
     "BOX_CLOSING",
     "BOX_FINGERS",
+    "GRIPPERS",
     "GripperModel",
+    "gripper_by_name",
     "robotiq_2f_85",
     "robotiq_2f_140",
 ]
@@ -165,3 +167,14 @@ def robotiq_2f_140() -> GripperModel:
         body_width=0.155,
         body_thickness=0.065,
     )
+
+
+GRIPPERS = {"robotiq_2f_85": robotiq_2f_85, "robotiq_2f_140": robotiq_2f_140}
+"""The built-in gripper models by name (the name written to grasps.json)."""
+
+
+def gripper_by_name(name: str) -> GripperModel:
+    """The built-in gripper model called ``name`` (a key of `GRIPPERS`)."""
+    if name not in GRIPPERS:
+        raise ValueError(f"Unknown gripper {name!r}; expected one of {sorted(GRIPPERS)}.")
+    return GRIPPERS[name]()

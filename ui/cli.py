@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal, Optional, Union
 
 import tyro
 
@@ -149,13 +149,20 @@ class Grasps:
     out: Path = Path("runs/default/grasps.json")
     """grasps.json to write (grasps.png is written beside it)."""
     config: tyro.conf.OmitArgPrefixes[GraspConfig] = dataclasses.field(default_factory=GraspConfig)
+    gripper_model: Optional[Literal["robotiq_2f_85", "robotiq_2f_140"]] = None  # noqa: UP045 (tyro)
+    """A built-in gripper instead of the gripper fields below (robotiq_2f_140 for objects wider than the
+    2F-85's 85 mm stroke, such as a coffee can)."""
 
     def run(self) -> int:
         from rich.console import Console
 
         from trajgen.grasps import run_grasps
+        from trajgen.gripper import gripper_by_name
 
-        res = run_grasps(self.config, self.scene, self.out)
+        cfg = self.config
+        if self.gripper_model is not None:
+            cfg = dataclasses.replace(cfg, gripper=gripper_by_name(self.gripper_model))
+        res = run_grasps(cfg, self.scene, self.out)
         Console().print(f"{len(res.kept)} safe grasps kept → {self.out} (picture: {res.png_path})")
         return 0
 

@@ -353,3 +353,42 @@ def test_contact_graspnet_sampler_without_the_package_says_what_to_install(tmp_p
     with pytest.raises(ContactGraspNetUnavailable, match="cgn-pytorch"):
         run_grasps(GraspConfig(sampler="contact_graspnet"), scene, tmp_path / "g.json")
     assert not (tmp_path / "g.json").exists()
+
+
+def test_catalogue_objects_name_a_builtin_gripper_and_only_the_wide_ones_leave_the_2f85():
+    from recon.catalogue import get_object, object_names
+    from trajgen.gripper import GRIPPERS, gripper_by_name
+
+    wide = {n for n in object_names() if get_object(n).gripper != "robotiq_2f_85"}
+    assert wide == {"master_chef_can", "wood_block"}
+    for name in object_names():
+        obj = get_object(name)
+        assert obj.gripper in GRIPPERS
+        # an object moved off the 2F-85 is at least as wide as its stroke on both horizontal axes
+        if name in wide:
+            assert obj.size[:2].min() >= gripper_by_name("robotiq_2f_85").max_width - 1e-6
+    with pytest.raises(ValueError, match="Unknown gripper 'robotiq_3f'"):
+        gripper_by_name("robotiq_3f")
+
+
+def test_a_can_wider_than_the_2f85_gets_grasps_from_the_2f140_within_its_stroke():
+    from trajgen.gripper import robotiq_2f_140
+
+    rng = np.random.default_rng(5)
+    side = cylinder_side(0.051, -0.07, 0.07, 0.005, rng)  # the master chef can: 102 mm across
+    with pytest.raises(NoSafeGraspError, match="--gripper-model robotiq_2f_140"):
+        compute_grasps(side, np.zeros((0, 3)), GraspConfig(**FAST))
+    res = compute_grasps(side, np.zeros((0, 3)), GraspConfig(**FAST, gripper=robotiq_2f_140()))
+    assert res.kept.size >= 5
+    widths = res.candidates.widths[res.kept]
+    assert np.all(widths > 0.085) and np.all(widths <= 0.140)
+    assert np.allclose(widths, 0.102, atol=0.01)  # across the diameter
+
+
+def test_cli_gripper_model_replaces_the_gripper(tmp_path, written):
+    from ui.cli import Grasps
+
+    scene_dir = written[0]
+    out = tmp_path / "g" / "grasps.json"
+    Grasps(scene=scene_dir, out=out, config=GraspConfig(**FAST), gripper_model="robotiq_2f_140").run()
+    assert json.loads(out.read_text())["config"]["gripper"]["name"] == "robotiq_2f_140"
