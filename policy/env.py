@@ -188,10 +188,12 @@ class SplatEnv:
 def load_scene_dir(scene_dir: str | Path) -> GaussianScene:
     """The labelled splat of a reconstruction folder (``scene.ply``) or a ``.ply`` file."""
     from splatsim.ply import read_ply
+    from splatsim.scene_folder import check_scene_folder
 
     p = Path(scene_dir)
     path = p / "scene.ply" if p.is_dir() else p
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no scene; expected a reconstruction folder holding scene.ply")
+    check_scene_folder(path.parent, files=(path.name,))
     scene = read_ply(path)
     return scene.validate(str(path))

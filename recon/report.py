@@ -162,9 +162,17 @@ def write_png(path: Path, image: np.ndarray) -> None:
 def export_scene(scene: GaussianScene, out_dir: Path, info: dict[str, Any]) -> dict[str, str]:
     """Writes ``scene.ply``, ``hand.ply``, ``object.ply`` and ``scene.json``; returns the file names.
 
+    As one unit (`splatsim.scene_folder`): a marker file while writing, ``scene.json`` last with the
+    SHA-256 of each PLY.
+
     ``info`` is merged into ``scene.json`` (source capture, config hash, ...).
     """
+    from splatsim.scene_folder import EXPORT_MARKER, file_sha256
+
     out_dir.mkdir(parents=True, exist_ok=True)
+    marker = out_dir / EXPORT_MARKER  # a kill from here until it is removed leaves it as a warning
+    marker.write_text("recon.report.export_scene is writing this folder\n")
+    (out_dir / SCENE_JSON).unlink(missing_ok=True)
     files = {"scene": "scene.ply", "hand": "hand.ply", "object": "object.ply"}
     write_ply(scene, out_dir / files["scene"])
     write_ply(scene.select_label(LABEL_HAND), out_dir / files["hand"])
@@ -182,9 +190,11 @@ def export_scene(scene: GaussianScene, out_dir: Path, info: dict[str, Any]) -> d
         "counts": counts,
         "bounds_m": {"min": [float(x) for x in lo], "max": [float(x) for x in hi]},
         "files": files,
+        "file_sha256": {name: file_sha256(out_dir / name) for name in files.values()},
     }
     meta.update(info)
-    write_json(out_dir / SCENE_JSON, meta)
+    write_json(out_dir / SCENE_JSON, meta)  # last: its presence (and no marker) says the folder is whole
+    marker.unlink()
     return files
 
 

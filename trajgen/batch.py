@@ -41,6 +41,7 @@ import h5py
 import numpy as np
 import torch
 
+from splatsim.scene_folder import check_scene_folder
 from trajgen.dataset import (
     DEMO_GROUP,
     FORMAT_NAME,
@@ -259,6 +260,7 @@ def resolve_scenes(paths: tuple[str, ...] | list[str]) -> list[SceneSource]:
                 f"{p}: no scene.ply; expected a run folder with scene/scene.ply or a scene folder "
                 "(run `splatsim recon` first)"
             )
+        check_scene_folder(scene_dir, files=(scene_ply.name, "hand.ply", "object.ply"))
         grasps = next(
             (d / "grasps.json" for d in (scene_dir, scene_dir.parent) if (d / "grasps.json").is_file()), None
         )
@@ -900,6 +902,8 @@ def _run_ray(cfg: DemosConfig, log: Callable[[str], None]) -> DemosResult:
     t0 = time.perf_counter()
     sources = resolve_scenes(cfg.scenes)
     out = _output_dir(cfg, sources)
+    for s in sources:  # read and check every input before config.json is written (as `_run_shard` does)
+        _ScenePlanner(s, cfg)
     _check_or_write_config(out, cfg, sources)
     started = False
     if not ray.is_initialized():

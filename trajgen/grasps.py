@@ -493,14 +493,10 @@ def grasps_document(result: GraspResult, cfg: GraspConfig) -> dict[str, Any]:
 
 
 def _scene_info(scene_dir: Path) -> dict[str, Any] | None:
-    path = scene_dir / "scene.json"
-    if not path.is_file():
-        return None
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
-    return info if isinstance(info, dict) else None
+    """``scene.json`` of a whole scene folder (`splatsim.scene_folder.check_scene_folder`), or None."""
+    from splatsim.scene_folder import check_scene_folder
+
+    return check_scene_folder(scene_dir, files=("object.ply", "hand.ply"))
 
 
 def run_grasps(cfg: GraspConfig, scene_dir: Path, out_path: Path) -> GraspResult:

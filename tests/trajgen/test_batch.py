@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 
 import h5py
 import imageio.v3 as iio
@@ -163,3 +164,16 @@ def test_ray_shards_equal_the_local_run(runs, clean, tmp_path):
     assert res.shards == [0, 1] and res.episodes == 12 and res.index is not None
     _assert_same(_contents(out), _contents(clean[0]))
     assert _index_episodes(out) == _index_episodes(clean[0])
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("ray") is None, reason="ray is not installed (pip install 'splatsim[ray]')"
+)
+def test_ray_path_checks_every_input_before_writing_config_json(runs, tmp_path):
+    bad = tmp_path / "run_bad"
+    shutil.copytree(runs[1], bad)
+    (bad / "grasps.json").write_text("{not json")
+    out = tmp_path / "demos"
+    with pytest.raises(ValueError, match="grasps.json"):
+        run_demos(_cfg([runs[0], bad], out, ray=True, num_shards=2))
+    assert not (out / "config.json").exists()  # Ray was never started, nothing recorded the bad input
