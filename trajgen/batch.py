@@ -51,7 +51,7 @@ from trajgen.dataset import (
     write_episode,
 )
 from trajgen.episodes import HandEyeRenderer, build_episode
-from trajgen.grasp_io import load_points, read_grasps
+from trajgen.grasp_io import load_points, read_grasps, scene_fingerprint
 from trajgen.handeye import HandEyeConfig, gripper_T_camera, policy_intrinsics
 from trajgen.planning import (
     PLAN_COUNTERS,
@@ -323,10 +323,10 @@ class _ScenePlanner:
         if (d / "hand.ply").is_file() and (d / "object.ply").is_file():
             grasps = read_grasps(source.grasps_json, scene_dir=d)
             hand, obj = load_points(d / "hand.ply"), load_points(d / "object.ply")
-        else:
-            grasps = read_grasps(source.grasps_json)
+        else:  # the same points as the hand.ply/object.ply an export writes, so the same fingerprint
             hand = scene.select_label(LABEL_HAND).means.double().numpy()
             obj = scene.select_label(LABEL_OBJECT).means.double().numpy()
+            grasps = read_grasps(source.grasps_json, fingerprint=scene_fingerprint(obj, hand))
         background = background_points(scene) if cfg.plan.d_background > 0 else None
         self.hand_points, self.object_points, self.background_points = hand, obj, background
         targets = grasps.targets if cfg.top_k is None else grasps.targets[: cfg.top_k]

@@ -177,3 +177,18 @@ def test_ray_path_checks_every_input_before_writing_config_json(runs, tmp_path):
     with pytest.raises(ValueError, match="grasps.json"):
         run_demos(_cfg([runs[0], bad], out, ray=True, num_shards=2))
     assert not (out / "config.json").exists()  # Ray was never started, nothing recorded the bad input
+
+
+def test_a_scene_folder_with_only_scene_ply_still_checks_that_grasps_json_belongs_to_it(runs, tmp_path):
+    from trajgen.batch import _ScenePlanner, resolve_scenes
+
+    lone = tmp_path / "lone"
+    shutil.copytree(runs[0], lone)
+    for name in ("hand.ply", "object.ply"):
+        (lone / "scene" / name).unlink()
+    planner = _ScenePlanner(resolve_scenes([str(lone)])[0], _cfg(runs, tmp_path / "o"))
+    assert len(planner.grasp_ids) == 2 and len(planner.hand_points) > 0  # hand/object from scene.ply labels
+    shutil.copyfile(runs[1] / "grasps.json", lone / "grasps.json")  # another scene's grasps
+    with pytest.raises(ValueError, match="another scene"):
+        run_demos(_cfg([lone], tmp_path / "demos"))
+    assert not (tmp_path / "demos" / "config.json").exists()
