@@ -53,7 +53,7 @@ __all__ = ["TrainConfig", "TrainResult", "eq17_loss", "run_train"]
 TRAIN_STATE = "train_state.pt"
 TRAIN_LOG = "train_log.json"
 CURVE_PNG = "training_curve.png"
-_RUN_ONLY_FIELDS = ("out", "epochs", "resume", "progress", "max_steps", "num_threads", "log_every")
+_RUN_ONLY_FIELDS = ("out", "epochs", "resume", "progress", "max_steps", "num_threads", "log_every", "device")
 
 
 @dataclass
@@ -104,6 +104,9 @@ class TrainConfig:
     """Stop after this many optimisation steps in total (smoke tests); None = all epochs."""
     num_threads: int = 0
     """torch CPU threads (0 = torch's default)."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where the network trains: auto = the GPU when torch sees one, else the CPU. The weights, the
+    checkpoints and a resume are the same either way (the saved tensors are on the CPU)."""
     log_every: int = 10
     """Record the training loss every this many steps."""
 
@@ -205,6 +208,22 @@ def _batch(
     return assemble_input(x, masks)
 
 
+def train_device(device: str) -> torch.device:
+    """The torch device for `TrainConfig.device`."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                "TrainConfig.device = 'cuda': torch sees no CUDA device (torch.cuda.is_available() is False); "
+                "install a CUDA build of torch or use device 'cpu' / 'auto'"
+            )
+        return torch.device("cuda")
+    if device == "cpu":
+        return torch.device("cpu")
+    raise ValueError(f"TrainConfig.device = {device!r}; expected 'auto', 'cpu' or 'cuda'")
+
+
 def _evaluate(
     net: PolicyNet,
     frames: tuple[Tensor, Tensor, Tensor, Tensor],
@@ -213,6 +232,7 @@ def _evaluate(
 ) -> dict[str, float]:
     """Validation losses (Eq. 17 and parts) and readable errors on frames (rgb, mask, actions, cls)."""
     rgb, mask, actions, cls = frames
+    dev = next(net.parameters()).device
     n = int(actions.shape[0])
     if n == 0:
         return {}
@@ -223,14 +243,14 @@ def _evaluate(
     with torch.no_grad():
         for b0 in range(0, n, batch_size):
             idx = torch.arange(b0, min(n, b0 + batch_size))
-            out = net(_batch(rgb, mask, idx, None, None))
-            target = net.normalize_action(actions[idx])
+            out = net(_batch(rgb, mask, idx, None, None).to(dev)).cpu()
+            target = net.normalize_action(actions[idx].to(dev)).cpu()
             loss, parts = eq17_loss(out, target, cls[idx], cfg.lambda_t, cfg.lambda_r, 1.0)
             k = len(idx)
             sums["loss"] += float(loss) * k
             for name, v in parts.items():
                 sums[name] += float(v) * k
-            pred = net.denormalize_action(out[:, :ACTION_DIM])
+            pred = net.denormalize_action(out[:, :ACTION_DIM].to(dev)).cpu()
             rot_err += float((pred[:, :3] - actions[idx, :3]).abs().sum())
             trans_err += float((pred[:, 3:] - actions[idx, 3:]).abs().sum())
             stop = torch.sigmoid(out[:, ACTION_DIM]) >= cfg.tau_c
@@ -316,6 +336,7 @@ def run_train(
     """
     t_start = time.perf_counter()
     cfg.validate()
+    dev = train_device(cfg.device)
     if log is None:
         from rich.console import Console
 
@@ -354,7 +375,7 @@ def run_train(
     log(
         f"{len(train_eps)} training episodes ({n_train} frames), {len(val_eps)} validation episodes "
         f"({0 if val_frames is None else int(val_frames[2].shape[0])} frames), {len(demos.scene_ids)} scenes; "
-        f"{steps_per_epoch} steps per epoch"
+        f"{steps_per_epoch} steps per epoch, on {dev}"
     )
 
     torch.manual_seed(cfg.seed)
@@ -372,6 +393,7 @@ def run_train(
     else:
         mean, std = action_stats(actions)
         net.set_action_stats(mean, std)
+    net.to(dev)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     shuffle_g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 1)
     aug_g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 2)
@@ -481,13 +503,13 @@ def run_train(
             next_epoch_shuffle = shuffle_g.get_state()
             while batch_in_epoch < steps_per_epoch and step < total_steps:
                 idx = perm[batch_in_epoch * batch : (batch_in_epoch + 1) * batch]
-                x = _batch(rgb, mask, idx, cfg.augment, aug_g)
-                target = net.normalize_action(actions[idx])
+                x = _batch(rgb, mask, idx, cfg.augment, aug_g).to(dev)
+                target = net.normalize_action(actions[idx].to(dev))
                 for group in opt.param_groups:
                     group["lr"] = _lr_at(cfg, step, total_steps)
                 out_t = net(x)
                 loss, parts = eq17_loss(
-                    out_t, target, cls[idx], cfg.lambda_t, cfg.lambda_r, cfg.cls_pos_weight
+                    out_t, target, cls[idx].to(dev), cfg.lambda_t, cfg.lambda_r, cfg.cls_pos_weight
                 )
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

@@ -247,6 +247,7 @@ def run_demo(cmd) -> int:
         lr_final_fraction=0.1,
         cls_pos_weight=plan.cls_pos_weight,
         seed=plan.seed,
+        device="cuda" if backend == "gsplat" else "cpu",
     )
 
     def policy() -> dict[str, Any]:
@@ -263,7 +264,9 @@ def run_demo(cmd) -> int:
             "val_stop_recall": last.get("val_stop_recall"),
         }
 
-    policy_h, po = _stage(console, out, "policy", train_cfg, [demos_h], policy, ("policy",))
+    policy_h, po = _stage(
+        console, out, "policy", replace(train_cfg, device="auto"), [demos_h], policy, ("policy",)
+    )
     rows.append(
         (
             "policy",

@@ -111,3 +111,27 @@ def test_init_from_keeps_the_statistics(tmp_path, demo_dir, trained_policy) -> N
         run_train(
             _cfg(demo_dir, tmp_path / "b", max_steps=1, init_from=trained_policy, model=ModelConfig(SIZE, 8))
         )
+
+
+def test_device_auto_and_cpu_train_the_same_weights_here_and_cuda_without_a_gpu_says_so(tmp_path, demo_dir):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        a = run_train(_cfg(demo_dir, tmp_path / "cpu", max_steps=2, device="cpu"))
+        b = run_train(_cfg(demo_dir, tmp_path / "auto", max_steps=2, device="auto"))
+    finally:
+        torch.set_num_threads(threads)
+    assert a.steps == b.steps == 2
+    wa = load_file(str(tmp_path / "cpu" / "model.safetensors"))
+    wb = load_file(str(tmp_path / "auto" / "model.safetensors"))
+    if not torch.cuda.is_available():  # auto = cpu here: bit for bit the same run
+        for k in wa:
+            torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=0, msg=k)
+        with pytest.raises(ValueError, match="torch sees no CUDA device"):
+            run_train(_cfg(demo_dir, tmp_path / "cuda", device="cuda"))
+        assert not (tmp_path / "cuda").exists()  # refused before anything is written
+    # the device does not enter the configuration hash: a run resumes on another device
+    assert (
+        json.loads((tmp_path / "cpu" / "config.json").read_text())["training"]["config_hash"]
+        == json.loads((tmp_path / "auto" / "config.json").read_text())["training"]["config_hash"]
+    )
