@@ -25,7 +25,6 @@ import os
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: no phoning home
 
-import hashlib
 import json
 import logging
 import threading
@@ -37,6 +36,7 @@ from typing import Any
 
 import gradio as gr
 
+from splatsim.scene_folder import file_sha256
 from ui import app_upload
 from ui.app_config import AppConfig
 from ui.app_jobs import DONE, FAILED, Job, JobContext, JobRunner
@@ -96,14 +96,6 @@ def _policy_available() -> dict[str, str | None]:
         except Exception as exc:  # an unfinished stage must not take the app down
             out[step] = f"Not available yet ({module} does not import: {type(exc).__name__}: {exc})."
     return out
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _error_md(message: str) -> str:
@@ -547,7 +539,7 @@ class Studio:
         serials = [s for s in str(dexycb_serials or "").replace(",", " ").split() if s]
         settings = {
             "source": "upload",
-            "sha256": _sha256(path),
+            "sha256": file_sha256(path),
             "kind": kind,
             "dexycb_sequence": dexycb_sequence or "",
             "dexycb_frame": int(dexycb_frame or 0),
