@@ -61,7 +61,9 @@ from trajgen.planning import (
     background_points,
     plan_grasp,
     plan_seed,
+    pregrasp_problem,
 )
+from trajgen.trajectory import pregrasp_pose
 
 __all__ = [
     "DemosConfig",
@@ -81,7 +83,7 @@ MERGED_HDF5 = "demos.hdf5"
 EPISODES_DIR = "episodes"
 SHARDS_DIR = "shards"
 PICTURES_DIR = "pictures"
-_RESULT_FIELDS = ("plan", "camera", "seed", "top_k", "mask_min_prob")
+_RESULT_FIELDS = ("plan", "camera", "seed", "top_k", "backfill", "mask_min_prob")
 """DemosConfig fields the episodes depend on (with the scenes' contents): a resume must match them."""
 
 
@@ -96,6 +98,10 @@ class DemosConfig:
     """Output folder; default: <run folder>/demos when there is a single scene."""
     top_k: int | None = None
     """Grasp targets per scene, best first; None = every target listed in grasps.json."""
+    backfill: bool = True
+    """When a target's pre-grasp pose cannot be flown to (within d_min of the hand or object, within
+    d_background of the background, below min_height), fly to the next kept grasp of grasps.json that can
+    be, in its place, so each scene keeps its number of targets; the manifest records what replaced what."""
     plan: PlanConfig = field(default_factory=PlanConfig)
     """Start poses and trajectories (the paper's parameters)."""
     camera: HandEyeConfig = field(default_factory=HandEyeConfig)
@@ -330,10 +336,31 @@ class _ScenePlanner:
         background = background_points(scene) if cfg.plan.d_background > 0 else None
         self.hand_points, self.object_points, self.background_points = hand, obj, background
         targets = grasps.targets if cfg.top_k is None else grasps.targets[: cfg.top_k]
-        self.grasp_ids = [int(t) for t in targets]
-        self.grasp_poses = [grasps.poses[t] for t in targets]
         self.clearance = PointClearance(hand, obj, background)
+        self.grasp_ids = [int(t) for t in targets]
+        self.replaced: dict[int, dict[str, Any]] = {}  # rank -> the target it replaced and why
+        if cfg.backfill:
+            self._backfill(grasps)
+        self.grasp_poses = [grasps.poses[t] for t in self.grasp_ids]
         self._plans: dict[int, GraspPlan] = {}
+
+    def _problem(self, pose: np.ndarray) -> str | None:
+        pre = pregrasp_pose(torch.from_numpy(np.asarray(pose, np.float64)), self.cfg.plan.s)
+        return pregrasp_problem(pre, self.clearance, self.cfg.plan)
+
+    def _backfill(self, grasps: Any) -> None:
+        """Replaces each target whose pre-grasp pose is unusable by the next usable kept grasp (best first)."""
+        pool = [int(g) for g in grasps.kept if int(g) not in self.grasp_ids]
+        for rank, gid in enumerate(self.grasp_ids):
+            reason = self._problem(grasps.poses[gid])
+            if reason is None:
+                continue
+            while pool:
+                cand = pool.pop(0)
+                if self._problem(grasps.poses[cand]) is None:
+                    self.grasp_ids[rank] = cand
+                    self.replaced[rank] = {"grasp_id": gid, "reason": reason}
+                    break
 
     def plan(self, rank: int) -> GraspPlan:
         if rank not in self._plans:
@@ -666,7 +693,8 @@ def _run_shard(
         for key, v in counts.items():
             totals[key] += v
         grasps.append({"scene_id": sources[s].scene_id, "grasp_rank": r, "grasp_id": planners[s].grasp_ids[r],
-                       "counts": counts, "skipped": skipped})  # fmt: skip
+                       "counts": counts, "skipped": skipped,
+                       "replaces": planners[s].replaced.get(r)})  # fmt: skip
     result.planning = totals
     manifest = {
         "format": FORMAT_NAME,

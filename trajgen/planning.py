@@ -35,6 +35,7 @@ __all__ = [
     "background_points",
     "plan_grasp",
     "plan_seed",
+    "pregrasp_problem",
 ]
 
 PLAN_COUNTERS = (
@@ -211,6 +212,29 @@ def plan_seed(seed: int, *keys: object) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(digest[:16], "little"))
 
 
+def pregrasp_problem(pre: Tensor, clearance: PointClearance, cfg: PlanConfig) -> str | None:
+    """Why a pre-grasp pose [4, 4] cannot be flown to (too near the hand, the object or the background,
+    or below ``min_height``), or None when it can."""
+    pre = torch.as_tensor(pre, dtype=torch.float64)
+    pre_clear = clearance(pre[None, :3, 3])[0]
+    if float(pre_clear.min()) <= cfg.d_min:
+        return (
+            f"pre-grasp pose within d_min = {cfg.d_min} m of the {'hand' if pre_clear[0] <= pre_clear[1] else 'object'}"
+            f" (hand {float(pre_clear[0]):.3f} m, object {float(pre_clear[1]):.3f} m)"
+        )
+    if cfg.d_background > 0:
+        pre_bg = float(clearance.background_distance(pre[None, :3, 3])[0])
+        if pre_bg <= cfg.d_background:
+            return (
+                f"pre-grasp pose within d_background = {cfg.d_background} m of the background (the person's "
+                f"body, a wall or a table: {pre_bg:.3f} m)"
+            )
+    up = torch.tensor(cfg.up, dtype=torch.float64)
+    if cfg.min_height is not None and float(pre[:3, 3] @ (up / up.norm())) < cfg.min_height:
+        return f"pre-grasp position below min_height = {cfg.min_height} m"
+    return None
+
+
 def plan_grasp(
     grasp_pose: Tensor,  # [4, 4] scene frame, approach +z
     clearance: PointClearance,
@@ -227,24 +251,8 @@ def plan_grasp(
     counts = dict.fromkeys(PLAN_COUNTERS, 0)
     plan = GraspPlan(grasp_pose, pre, [], [], counts)
 
-    pre_clear = clearance(pre[None, :3, 3])[0]
-    if float(pre_clear.min()) <= cfg.d_min:
-        plan.skipped = (
-            f"pre-grasp pose within d_min = {cfg.d_min} m of the {'hand' if pre_clear[0] <= pre_clear[1] else 'object'}"
-            f" (hand {float(pre_clear[0]):.3f} m, object {float(pre_clear[1]):.3f} m)"
-        )
-        return plan
-    if cfg.d_background > 0:
-        pre_bg = float(clearance.background_distance(pre[None, :3, 3])[0])
-        if pre_bg <= cfg.d_background:
-            plan.skipped = (
-                f"pre-grasp pose within d_background = {cfg.d_background} m of the background (the person's "
-                f"body, a wall or a table: {pre_bg:.3f} m)"
-            )
-            return plan
-    up = torch.tensor(cfg.up, dtype=torch.float64)
-    if cfg.min_height is not None and float(pre[:3, 3] @ (up / up.norm())) < cfg.min_height:
-        plan.skipped = f"pre-grasp position below min_height = {cfg.min_height} m"
+    plan.skipped = pregrasp_problem(pre, clearance, cfg)
+    if plan.skipped is not None:
         return plan
 
     rad = math.radians

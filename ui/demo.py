@@ -117,6 +117,14 @@ def resolve_device(device: str) -> str:
     raise ValueError(f"--device {device!r}; expected 'auto', 'cpu' or 'cuda'")
 
 
+def _target_note(reasons: list[str], what: str) -> str:
+    """'; 2 targets replaced ...: <first reason>' for the demos row (empty when there are none)."""
+    if not reasons:
+        return ""
+    n = len(reasons)
+    return f"; {n} target{'s' if n > 1 else ''} {what} ({reasons[0].split(' (')[0]})"
+
+
 def _fmt(x: Any, spec: str, scale: float = 1.0) -> str:
     return "n/a" if x is None else format(scale * float(x), spec)
 
@@ -213,7 +221,20 @@ def run_demo(cmd) -> int:
 
     def demos() -> dict[str, Any]:
         res = run_demos(demos_cfg)
-        return {"episodes": res.episodes, "tuples": res.tuples, "tuples_per_s": round(res.tuples_per_s, 1)}
+        replaced, skipped = [], []
+        for m in res.manifests:
+            for g in json.loads(Path(m).read_text())["grasps"]:
+                if g.get("replaces"):
+                    replaced.append(g["replaces"]["reason"])
+                if g.get("skipped"):
+                    skipped.append(g["skipped"])
+        return {
+            "episodes": res.episodes,
+            "tuples": res.tuples,
+            "tuples_per_s": round(res.tuples_per_s, 1),
+            "targets_replaced": replaced,
+            "targets_skipped": skipped,
+        }
 
     demos_h, dm = _stage(
         console,
@@ -228,7 +249,9 @@ def run_demo(cmd) -> int:
         (
             "demos",
             f"{dm['episodes']} episodes, {dm['tuples']} (image, mask, action, pre-grasp) tuples "
-            f"at {dm['tuples_per_s']} tuples/s",
+            f"at {dm['tuples_per_s']} tuples/s"
+            + _target_note(dm.get("targets_replaced", []), "replaced by the next kept grasps")
+            + _target_note(dm.get("targets_skipped", []), "skipped"),
             str(out / "demos"),
         )
     )

@@ -192,3 +192,26 @@ def test_a_scene_folder_with_only_scene_ply_still_checks_that_grasps_json_belong
     with pytest.raises(ValueError, match="another scene"):
         run_demos(_cfg([lone], tmp_path / "demos"))
     assert not (tmp_path / "demos" / "config.json").exists()
+
+
+def test_a_target_whose_pre_grasp_is_unusable_is_replaced_by_the_next_kept_grasp(runs, tmp_path):
+    from trajgen.batch import _ScenePlanner, resolve_scenes
+
+    run = tmp_path / "one_target"
+    shutil.copytree(runs[0], run)
+    doc = json.loads((run / "grasps.json").read_text())
+    doc["targets"] = [0]  # the sphere grasp only; the box grasp (id 1) stays kept, rank 1
+    (run / "grasps.json").write_text(json.dumps(doc))
+    # the sphere grasp's pre-grasp lies level with the objects (height 0 along up = -y), the box grasp's
+    # 0.37 m above: a 0.1 m minimum height rules out the first only
+    plan = small_plan(min_height=0.1)
+    src = resolve_scenes([str(run)])[0]
+    off = _ScenePlanner(src, _cfg(runs, tmp_path / "a", plan=plan, backfill=False))
+    assert off.grasp_ids == [0] and "min_height" in off.plan(0).skipped
+    on = _ScenePlanner(src, _cfg(runs, tmp_path / "b", plan=plan))
+    assert on.grasp_ids == [1] and on.replaced == {0: {"grasp_id": 0, "reason": off.plan(0).skipped}}
+    assert on.plan(0).skipped is None and len(on.plan(0).trajectories) == 3
+    res = run_demos(_cfg([run], tmp_path / "demos", plan=plan, top_k=1))
+    assert res.episodes == 3
+    manifest = json.loads(res.manifests[0].read_text())
+    assert manifest["grasps"][0]["grasp_id"] == 1 and manifest["grasps"][0]["replaces"]["grasp_id"] == 0
