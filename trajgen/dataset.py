@@ -114,10 +114,6 @@ def write_episode(
             demo.attrs["num_samples"] = T
             for key, value in sorted(episode.attrs.items()):
                 demo.attrs[key] = _to_attr(value)
-            obs = demo.create_group("obs")
-            H, W = episode.rgb.shape[1:3]
-            obs.create_dataset("rgb", data=episode.rgb, chunks=(1, H, W, 3), track_times=False, **gz)
-            obs.create_dataset("mask", data=episode.mask, chunks=(1, H, W), track_times=False, **gz)
             arrays = {
                 "actions": episode.actions.astype(np.float64),
                 "cls": episode.cls.astype(np.uint8),
@@ -130,8 +126,7 @@ def write_episode(
                 "grasp_pose": episode.grasp_pose.astype(np.float64),
                 "pregrasp_pose": episode.pregrasp_pose.astype(np.float64),
             }
-            for key, value in arrays.items():
-                demo.create_dataset(key, data=value, track_times=False)
+            _write_frames(demo, episode.rgb, episode.mask, arrays, gz)
             if episode.recovery is not None:
                 _write_recovery(demo.create_group(RECOVERY_GROUP), episode.recovery, gz)
             f.attrs["committed"] = True
@@ -146,13 +141,20 @@ def write_episode(
     return path
 
 
-def _write_recovery(group: h5py.Group, rec: RecoveryFrames, gz: dict[str, Any]) -> None:
-    N = rec.num_samples
-    group.attrs["num_samples"] = N
-    H, W = rec.rgb.shape[1:3]
+def _write_frames(
+    group: h5py.Group, rgb: np.ndarray, mask: np.ndarray, arrays: dict[str, np.ndarray], gz: dict[str, Any]
+) -> None:
+    """``obs/rgb`` and ``obs/mask`` (gzip, one chunk per frame) and the per-frame ``arrays`` into ``group``."""
+    N, H, W = rgb.shape[:3]
     obs = group.create_group("obs")
-    obs.create_dataset("rgb", data=rec.rgb, chunks=(1, H, W, 3) if N else None, track_times=False, **gz)
-    obs.create_dataset("mask", data=rec.mask, chunks=(1, H, W) if N else None, track_times=False, **gz)
+    obs.create_dataset("rgb", data=rgb, chunks=(1, H, W, 3) if N else None, track_times=False, **gz)
+    obs.create_dataset("mask", data=mask, chunks=(1, H, W) if N else None, track_times=False, **gz)
+    for key, value in arrays.items():
+        group.create_dataset(key, data=value, track_times=False)
+
+
+def _write_recovery(group: h5py.Group, rec: RecoveryFrames, gz: dict[str, Any]) -> None:
+    group.attrs["num_samples"] = rec.num_samples
     arrays = {
         "actions": rec.actions.astype(np.float64),
         "cls": rec.cls.astype(np.uint8),
@@ -162,8 +164,7 @@ def _write_recovery(group: h5py.Group, rec: RecoveryFrames, gz: dict[str, Any]) 
         "phase": rec.phase.astype(np.uint8),
         "source": rec.source.astype(np.int16),
     }
-    for key, value in arrays.items():
-        group.create_dataset(key, data=value, track_times=False)
+    _write_frames(group, rec.rgb, rec.mask, arrays, gz)
 
 
 def _read_recovery(group: h5py.Group) -> RecoveryFrames:
