@@ -319,10 +319,7 @@ def load_demos(
                                 f"{extra[2].shape}, cls {extra[3].shape}; expected N frames like the episode's "
                                 "and finite actions [N, 6]"
                             )
-                        rgb, mask, actions, cls = (
-                            np.concatenate([a, b]) for a, b in zip((rgb, mask, actions, cls), extra)
-                        )
-                        attrs["recovery_frames"] = int(n)
+                        rgb, mask, actions, cls = _append_recovery((rgb, mask, actions, cls), extra, attrs)
                     cam = dict(shard_cam)
                     cam.setdefault("width", int(rgb.shape[2]))
                     cam.setdefault("height", int(rgb.shape[1]))
@@ -351,6 +348,14 @@ def load_demos(
     return DemoSet(episodes, camera, [str(p) for p in files], plan)
 
 
+def _append_recovery(
+    frames: tuple[np.ndarray, ...], recovery: tuple[np.ndarray, ...], attrs: dict[str, Any]
+) -> tuple[np.ndarray, ...]:
+    """(rgb, mask, actions, cls) with an episode's recovery samples appended; counts them in ``attrs``."""
+    attrs["recovery_frames"] = int(recovery[2].shape[0])
+    return tuple(np.concatenate([a, b]) for a, b in zip(frames, recovery))
+
+
 def episode_from_trajgen(episode: Any, image_size: int | None = None) -> EpisodeData:
     """An in-memory `trajgen.episodes.Episode` as `EpisodeData` (no file round trip), its recovery samples
     appended like `load_demos` does."""
@@ -359,11 +364,13 @@ def episode_from_trajgen(episode: Any, image_size: int | None = None) -> Episode
     attrs = dict(episode.attrs)
     rec = getattr(episode, "recovery", None)
     if rec is not None:
-        rgb = np.concatenate([rgb, np.asarray(rec.rgb, np.uint8)])
-        mask = np.concatenate([mask, np.asarray(rec.mask, np.uint8)])
-        actions = np.concatenate([actions, np.asarray(rec.actions, np.float32)])
-        cls = np.concatenate([cls, np.asarray(rec.cls, np.float32)])
-        attrs["recovery_frames"] = int(rec.num_samples)
+        extra = (
+            np.asarray(rec.rgb, np.uint8),
+            np.asarray(rec.mask, np.uint8),
+            np.asarray(rec.actions, np.float32),
+            np.asarray(rec.cls, np.float32),
+        )
+        rgb, mask, actions, cls = _append_recovery((rgb, mask, actions, cls), extra, attrs)
     if image_size is not None:
         rgb, mask = resize_frames(rgb, mask, image_size)
     scene_id = str(attrs.get("scene_id", ""))
