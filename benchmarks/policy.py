@@ -367,6 +367,7 @@ def dagger_episodes(
         workspace_min=(-5, -5, -5),
         workspace_max=(5, 5, 5),
     )
+    tolerance = plan_cfg.recovery.add_recovery and plan_cfg.recovery.stop_label == "tolerance"
     out: list[Any] = []
     stats = {"episodes": 0, "frames": 0, "stopped": 0, "positives": 0}
     for name in names:
@@ -392,7 +393,6 @@ def dagger_episodes(
                 fn, robot, SplatCamera(env, robot), ctrl, clock=robot.clock, keep_frames=True
             )
             visited = np.asarray(res.poses[: len(res.frames)])
-            tolerance = plan_cfg.recovery.add_recovery and plan_cfg.recovery.stop_label == "tolerance"
             if tolerance:
                 tol_cls = stop_labels(visited, pre, clearance, plan_cfg.recovery)
             actions, cls = [], []
