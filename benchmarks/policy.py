@@ -115,6 +115,8 @@ class Settings:
     rotation_step_deg: float = 12.0
     min_height: float | None = 0.05
     cls_pos_weight: float = 5.0
+    lambda_c: float = 1.0
+    """lambda_C, the score loss's weight in Eq. 17 (`TrainConfig.lambda_c`; the paper: 1)."""
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
     """Recovery samples and stop labels of the demonstrations (`trajgen.recovery`; off: the paper's)."""
     dagger: int = 0
@@ -289,11 +291,13 @@ def make_demos(
     name: str, scene: GaussianScene, grasps: np.ndarray, s: Settings, plan_cfg: Any, camera: Any
 ) -> tuple[list[Any], dict[str, int]]:
     from trajgen.episodes import HandEyeRenderer, build_episode
-    from trajgen.planning import PointClearance, plan_grasp, plan_seed
+    from trajgen.planning import PointClearance, background_points, plan_grasp, plan_seed
 
     labels = scene.labels.numpy()
     means = scene.means.double().numpy()
-    clearance = PointClearance(means[labels == LABEL_HAND], means[labels == LABEL_OBJECT])
+    clearance = PointClearance(
+        means[labels == LABEL_HAND], means[labels == LABEL_OBJECT], background_points(scene)
+    )  # with the background, as `splatsim demos` plans: no path through the person or the table
     renderer = HandEyeRenderer(scene, camera, backend="cpu", batch_size=16)
     episodes = []
     lengths = []
@@ -352,7 +356,7 @@ def dagger_episodes(
     from policy.robot_splat import SplatCamera, SplatRobot
     from policy.runtime import TorchPolicy
     from splatsim.conventions import angle_between_rotations, pose_to_action
-    from trajgen.planning import PointClearance, plan_grasp, plan_seed
+    from trajgen.planning import PointClearance, background_points, plan_grasp, plan_seed
     from trajgen.recovery import stop_labels
     from trajgen.trajectory import expert_step, pregrasp_pose
 
@@ -382,7 +386,9 @@ def dagger_episodes(
             geometry=geo,
         )
         labels, means = scene.labels.numpy(), scene.means.double().numpy()
-        clearance = PointClearance(means[labels == LABEL_HAND], means[labels == LABEL_OBJECT])
+        clearance = PointClearance(
+            means[labels == LABEL_HAND], means[labels == LABEL_OBJECT], background_points(scene)
+        )
         cfg_k = type(plan_cfg)(**{**plan_cfg.as_dict(), "k": starts, "recovery": RecoveryConfig()})
         plan = plan_grasp(torch.from_numpy(grasp), clearance, cfg_k, plan_seed(1000 + round_index, name, 0))
         pre = pregrasp_pose(torch.from_numpy(grasp), plan_cfg.s)
@@ -533,7 +539,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }  # fmt: skip
     plan_dict = {
         k: getattr(plan_cfg, k)
-        for k in ("radius", "alpha_min_deg", "jitter_deg", "theta_max_deg", "d_min", "up", "min_height")
+        for k in (
+            "radius", "alpha_min_deg", "jitter_deg", "theta_max_deg", "d_min", "d_background", "up",
+            "min_height", "line_of_sight",
+        )  # fmt: skip
     }
     demos = DemoSet([episode_from_trajgen(e) for e in episodes], cam_meta, [], plan_dict)
     pre_masks = np.stack([e.mask[-1] for e in episodes])
@@ -550,6 +559,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         lr=s.lr,
         lr_final_fraction=0.05,
         cls_pos_weight=s.cls_pos_weight,
+        lambda_c=s.lambda_c,
         val_fraction=0.1,
         seed=0,
         resume=False,
@@ -669,6 +679,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "model": {"image_size": s.image_size, "width": s.width, "epochs": s.epochs, "steps": train_steps},
         "dagger_settings": {"rounds": rounds, "starts_per_object": starts_r, "epochs": epochs_r},
         "cls_pos_weight": s.cls_pos_weight,
+        "lambda_c": s.lambda_c,
         "train_final": train_final,
         "reused_policy": args.reuse_policy,
         "ibvs_area_fraction": area,

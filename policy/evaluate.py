@@ -72,6 +72,10 @@ class StartConfig:
     start_d_background: float = 0.05
     """Starts keep more than this from the solid background (the person's body, walls, the table), metres;
     the demonstrations' `PlanConfig.d_background`. 0 turns it off."""
+    line_of_sight: bool = True
+    """Keep only starts whose straight line to the object centre keeps more than ``start_d_background``
+    from the background (`trajgen.start_poses`; the demonstrations' `PlanConfig.line_of_sight`): not
+    behind the person or under the table, where the camera sees neither hand nor object."""
     up: tuple[float, float, float] = (0.0, 0.0, 1.0)
     """World up (image up of the start cameras)."""
     min_height: float | None = None
@@ -84,7 +88,7 @@ class StartConfig:
     def updated_from_plan(self, plan: dict[str, Any] | None) -> StartConfig:
         if not (self.from_policy and plan):
             return self
-        keys = ("radius", "alpha_min_deg", "jitter_deg", "theta_max_deg", "up", "min_height")
+        keys = ("radius", "alpha_min_deg", "jitter_deg", "theta_max_deg", "up", "min_height", "line_of_sight")
         d = asdict(self)
         d.update({k: plan[k] for k in keys if k in plan})
         if "d_min" in plan:
@@ -205,6 +209,8 @@ def sample_eval_starts(
                 d_min=cfg.start_d_min,
                 up=cfg.up,
                 min_height=cfg.min_height,
+                background_distance=lambda p: torch.from_numpy(geometry.background_distance(p.numpy())),
+                sight_clearance=cfg.start_d_background if cfg.line_of_sight else 0.0,
             )
             drawn += 32
             if len(poses) and cfg.start_d_background > 0:
@@ -217,7 +223,7 @@ def sample_eval_starts(
                 raise ValueError(
                     f"{name}: no start pose passed the filters in {drawn} candidates around grasp target "
                     f"{i % len(grasp_poses)}; relax StartConfig (alpha_min_deg, theta_max_deg, min_height, "
-                    "start_d_background)"
+                    "start_d_background, line_of_sight)"
                 )
     return starts
 

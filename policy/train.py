@@ -4,7 +4,7 @@
 *episodes* (seeded; never frames of one episode on both sides), fits the action statistics on the
 training side, and minimises Eq. 17,
 
-    L = lambda_T * MSE(t', t) + lambda_R * MSE(r', r) + MSE(C, Cls)
+    L = lambda_T * MSE(t', t) + lambda_R * MSE(r', r) + lambda_C * MSE(C, Cls)    (lambda_C = 1: the paper)
 
 on normalised actions (translation t, Euler rotation r) with Adam. Every epoch it writes into
 ``cfg.out``:
@@ -80,6 +80,10 @@ class TrainConfig:
     """lambda_T: weight of the translation loss (Eq. 17)."""
     lambda_r: float = 100.0
     """lambda_R: weight of the rotation loss (Eq. 17)."""
+    lambda_c: float = 1.0
+    """lambda_C: weight of the score loss L_C (1 in Eq. 17). The action terms, each weighted 100, leave the
+    score's MSE (at most 0.25) about a thousandth of the loss, so the shared layers learn little for the
+    stop decision; a larger weight makes them."""
     cls_pos_weight: float = 1.0
     """Weight of the pre-grasp frames (Cls = 1) in the score loss L_C; 1 is the paper's plain MSE. They
     are one frame per episode, so a larger weight counters the imbalance."""
@@ -119,6 +123,7 @@ class TrainConfig:
             ("weight_decay", self.weight_decay >= 0, ">= 0"),
             ("lambda_t", self.lambda_t >= 0, ">= 0"),
             ("lambda_r", self.lambda_r >= 0, ">= 0"),
+            ("lambda_c", self.lambda_c >= 0, ">= 0"),
             ("cls_pos_weight", self.cls_pos_weight > 0, "> 0"),
             ("tau_c", 0 < self.tau_c < 1, "a threshold in (0, 1)"),
             ("val_fraction", 0 <= self.val_fraction < 1, "a fraction in [0, 1)"),
@@ -163,8 +168,10 @@ def eq17_loss(
     lambda_t: float = 100.0,
     lambda_r: float = 100.0,
     cls_pos_weight: float = 1.0,
+    lambda_c: float = 1.0,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """Eq. 17, ``lambda_T * L_T + lambda_R * L_R + L_C``, every term an MSE; returns the total and parts.
+    """Eq. 17, ``lambda_T * L_T + lambda_R * L_R + lambda_C * L_C`` (``lambda_C`` = 1 in the paper), every
+    term an MSE; returns the total and parts.
 
     ``L_C`` is the MSE between ``sigmoid(logit)`` and the flag, frames with flag 1 weighted by
     ``cls_pos_weight`` (a weighted mean; 1 gives the plain MSE). Frames whose flag is NaN (no stop
@@ -181,7 +188,7 @@ def eq17_loss(
     cls = torch.nan_to_num(cls, nan=0.0)
     w = torch.where(cls > 0.5, cls_pos_weight, 1.0).to(score.dtype) * labelled.to(score.dtype)
     l_c = (w * (score - cls) ** 2).sum() / w.sum().clamp_min(1e-12)
-    total = lambda_t * l_t + lambda_r * l_r + l_c
+    total = lambda_t * l_t + lambda_r * l_r + lambda_c * l_c
     return total, {"L_T": l_t.detach(), "L_R": l_r.detach(), "L_C": l_c.detach()}
 
 
@@ -245,7 +252,7 @@ def _evaluate(
             idx = torch.arange(b0, min(n, b0 + batch_size))
             out = net(_batch(rgb, mask, idx, None, None).to(dev)).cpu()
             target = net.normalize_action(actions[idx].to(dev)).cpu()
-            loss, parts = eq17_loss(out, target, cls[idx], cfg.lambda_t, cfg.lambda_r, 1.0)
+            loss, parts = eq17_loss(out, target, cls[idx], cfg.lambda_t, cfg.lambda_r, 1.0, cfg.lambda_c)
             k = len(idx)
             sums["loss"] += float(loss) * k
             for name, v in parts.items():
@@ -509,7 +516,13 @@ def run_train(
                     group["lr"] = _lr_at(cfg, step, total_steps)
                 out_t = net(x)
                 loss, parts = eq17_loss(
-                    out_t, target, cls[idx].to(dev), cfg.lambda_t, cfg.lambda_r, cfg.cls_pos_weight
+                    out_t,
+                    target,
+                    cls[idx].to(dev),
+                    cfg.lambda_t,
+                    cfg.lambda_r,
+                    cfg.cls_pos_weight,
+                    cfg.lambda_c,
                 )
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

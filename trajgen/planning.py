@@ -71,6 +71,11 @@ class PlanConfig:
     """Every waypoint keeps more than this from the solid background points (`background_points`: the
     person's body, walls, a table). Not in the paper, whose Eq. 14 guards only hand and object; 0 turns
     it off."""
+    line_of_sight: bool = True
+    """Keep only starts whose straight line to the object centre keeps more than ``d_background`` from
+    the solid background (`trajgen.start_poses`): the camera starts in front of the person, not behind
+    them or under the table, where it would see neither hand nor object. Not in the paper; needs
+    ``d_background > 0`` and background points."""
     s: float = 0.3
     """s: the pre-grasp pose is this far back along the grasp's approach axis (Eq. 7)."""
     d: float = 0.5
@@ -272,6 +277,8 @@ def plan_grasp(
             d_min=cfg.d_min,
             up=cfg.up,
             min_height=cfg.min_height,
+            background_distance=clearance.background_distance,
+            sight_clearance=cfg.d_background if cfg.line_of_sight else 0.0,
         )
         counts["candidates"] += n
         for key, value in rejects.items():

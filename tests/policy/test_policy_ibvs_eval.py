@@ -100,6 +100,31 @@ def test_held_out_starts_keep_clear_of_the_background(tiny_env) -> None:
     assert min(float(geo.background_distance(s[None, :3, 3])[0]) for s in off) <= 0.1
 
 
+def test_held_out_starts_see_the_object(tiny_env) -> None:
+    """A thin wall (the person's back, say) in the plane x = c + 0.25: with line_of_sight (the default)
+    no start lies behind it, and each start's segment to the object keeps start_d_background from it;
+    without the filter some starts do lie behind it, facing the wall."""
+    geo0 = tiny_env.geometry
+    c = geo0.object_center
+    g = np.arange(-1.0, 1.0001, 0.02)
+    yy, zz = np.meshgrid(g, g, indexing="ij")
+    wall = c + np.stack([np.full(yy.size, 0.25), yy.ravel(), zz.ravel()], 1)
+    geo = SceneGeometry(geo0.hand_points, geo0.object_points, wall)
+    grasp = look_at(
+        torch.from_numpy(c - np.array([0, 0, 0.13])), torch.from_numpy(c), up=(0.0, -1.0, 0.0)
+    ).numpy()
+    cfg = StartConfig(up=(0.0, -1.0, 0.0), start_d_background=0.05, alpha_min_deg=0.0)
+    starts = sample_eval_starts(geo, grasp[None], 24, seed=3, name="toy", cfg=cfg)
+    for s in starts:
+        assert s[0, 3] < c[0] + 0.25
+        seg = s[:3, 3] + np.linspace(0.0, 1.0, 300)[:, None] * (c - s[:3, 3])
+        assert geo.background_distance(seg).min() > 0.05
+    off = sample_eval_starts(
+        geo, grasp[None], 24, seed=3, name="toy", cfg=StartConfig(**{**vars(cfg), "line_of_sight": False})
+    )
+    assert any(s[0, 3] > c[0] + 0.25 for s in off)
+
+
 def test_run_eval_end_to_end(tmp_path, tiny_scene, tiny_env, trained_policy, exported_policy) -> None:
     geo = tiny_env.geometry
     grasp = look_at(

@@ -68,6 +68,9 @@ def test_eq17_loss_values() -> None:
     assert total.item() == pytest.approx(100 * 4 / 6 + 100 * 1 / 6 + 0.25)
     total_w, _ = eq17_loss(out, target, cls, lambda_t=1.0, lambda_r=2.0, cls_pos_weight=3.0)
     assert total_w.item() == pytest.approx(4 / 6 + 2 / 6 + 0.25)
+    total_c, parts_c = eq17_loss(out, target, cls, lambda_c=40.0)  # lambda_C scales L_C only
+    assert parts_c["L_C"].item() == pytest.approx(0.25)
+    assert total_c.item() == pytest.approx(100 * 4 / 6 + 100 * 1 / 6 + 40 * 0.25)
 
 
 def test_eq17_loss_gradients_flow() -> None:

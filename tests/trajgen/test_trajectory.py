@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from trajgen.planning import (
     plan_grasp,
     plan_seed,
 )
+from trajgen.start_poses import line_of_sight_clear
 from trajgen.trajectory import face_target_rotation, plan_three_phase, pregrasp_pose, trajectory_actions
 
 
@@ -178,7 +180,7 @@ def test_trajectories_through_the_background_are_dropped_and_counted():
     hand = np.random.default_rng(3).normal(0.0, 0.01, (200, 3)) + [0.0, 0.0, 0.12]
     yy, zz = np.meshgrid(np.linspace(-1.0, 1.0, 81), np.linspace(-1.2, 0.6, 73))
     wall = np.stack([np.full(yy.size, 0.35), yy.ravel(), zz.ravel()], 1)  # the plane x = 0.35
-    cfg = PlanConfig(k=8, up=(0.0, 1.0, 0.0), alpha_min_deg=0.0, max_candidates=1024)
+    cfg = PlanConfig(k=8, up=(0.0, 1.0, 0.0), alpha_min_deg=0.0, max_candidates=1024, line_of_sight=False)
     plan = plan_grasp(grasp, PointClearance(hand, obj, wall), cfg, plan_seed(4))
     assert plan.counts["trajectory_near_background"] > 0
     assert len(plan.trajectories) == cfg.k
@@ -191,6 +193,39 @@ def test_trajectories_through_the_background_are_dropped_and_counted():
         _brute_min_distance(t.poses[:, :3, 3].numpy(), wall).min() <= cfg.d_background
         for t in plan_off.trajectories
     )
+
+
+def test_starts_without_a_line_of_sight_to_the_object_are_dropped_and_counted():
+    """The same wall: starts behind it (x > 0.35) cannot see the object and are dropped under
+    ``line_of_sight``; every kept start's segment to the object centre keeps d_background from the wall
+    (checked densely here, independently of the filter's own spacing)."""
+    grasp = torch.eye(4, dtype=torch.float64)
+    obj = np.random.default_rng(0).normal(0.0, 0.01, (200, 3)) + [0.0, 0.0, 0.03]
+    hand = np.random.default_rng(3).normal(0.0, 0.01, (200, 3)) + [0.0, 0.0, 0.12]
+    yy, zz = np.meshgrid(np.linspace(-1.0, 1.0, 81), np.linspace(-1.2, 0.6, 73))
+    wall = np.stack([np.full(yy.size, 0.35), yy.ravel(), zz.ravel()], 1)
+    clearance = PointClearance(hand, obj, wall)
+    cfg = PlanConfig(k=12, up=(0.0, 1.0, 0.0), alpha_min_deg=0.0, max_candidates=2048)
+    plan = plan_grasp(grasp, clearance, cfg, plan_seed(4))
+    assert plan.counts["line_of_sight"] > 0 and len(plan.trajectories) == cfg.k
+    center = obj.mean(0)
+    for traj in plan.trajectories:
+        start = traj.poses[0, :3, 3].numpy()
+        assert start[0] < 0.35
+        seg = start + np.linspace(0.0, 1.0, 400)[:, None] * (center - start)
+        assert _brute_min_distance(seg, wall).min() > cfg.d_background
+    # the filter itself, on two hand-picked positions: one in front of the wall, one behind it
+    ok = line_of_sight_clear(
+        torch.tensor([[-0.5, 0.0, 0.0], [0.7, 0.0, 0.03]], dtype=torch.float64),
+        torch.from_numpy(center),
+        clearance.background_distance,
+        0.05,
+    )
+    assert ok.tolist() == [True, False]
+    # off, or without background points, it rejects nothing
+    off = plan_grasp(grasp, clearance, replace(cfg, line_of_sight=False), plan_seed(4))
+    bare = plan_grasp(grasp, PointClearance(hand, obj), cfg, plan_seed(4))
+    assert off.counts["line_of_sight"] == 0 and bare.counts["line_of_sight"] == 0
 
 
 def test_pregrasp_inside_the_background_skips_the_grasp():
