@@ -540,8 +540,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     plan_dict = {
         k: getattr(plan_cfg, k)
         for k in (
-            "radius", "alpha_min_deg", "jitter_deg", "theta_max_deg", "d_min", "d_background", "up",
-            "min_height", "line_of_sight",
+            "radius",
+            "alpha_min_deg",
+            "jitter_deg",
+            "theta_max_deg",
+            "d_min",
+            "d_background",
+            "up",
+            "min_height",
+            "line_of_sight",
         )  # fmt: skip
     }
     demos = DemoSet([episode_from_trajgen(e) for e in episodes], cam_meta, [], plan_dict)

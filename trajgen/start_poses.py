@@ -85,7 +85,9 @@ def line_of_sight_clear(
     m = max(2, int(math.ceil(length / spacing)) + 1)
     t = torch.linspace(0.0, 1.0, m, dtype=torch.float64)
     pts = positions[:, None, :] + t[None, :, None] * (target - positions)[:, None, :]  # [n, m, 3]
-    d = torch.as_tensor(background_distance(pts.reshape(-1, 3)), dtype=torch.float64).reshape(len(positions), m)
+    d = torch.as_tensor(background_distance(pts.reshape(-1, 3)), dtype=torch.float64).reshape(
+        len(positions), m
+    )
     return d.amin(-1) > clearance
 
 
@@ -155,7 +157,9 @@ def sample_start_candidates(
         reject("eq14_d_min", clearance > d_min)
     if background_distance is not None and sight_clearance > 0 and bool(keep.any()):
         sight = torch.ones(num, dtype=torch.bool)
-        sight[keep] = line_of_sight_clear(positions[keep], object_center, background_distance, sight_clearance)
+        sight[keep] = line_of_sight_clear(
+            positions[keep], object_center, background_distance, sight_clearance
+        )
         reject("line_of_sight", sight)
     poses = jittered_look_at(positions, object_center, jitters[:, 0], jitters[:, 1], up_t)
     z_f = grasp_pose[:3, 2]
