@@ -290,17 +290,25 @@ def object_grasps(scene: GaussianScene, top_k: int, seed: int, gripper: str) -> 
 # --------------------------------------------------------------------------------------------------
 
 
+def scene_clearance(scene: GaussianScene) -> Any:
+    """The planner's `PointClearance` for a scene: hand, object and solid background points, as
+    `splatsim demos` plans (so no camera path runs through the person or the table)."""
+    from trajgen.planning import PointClearance, background_points
+
+    labels = scene.labels.numpy()
+    means = scene.means.double().numpy()
+    return PointClearance(
+        means[labels == LABEL_HAND], means[labels == LABEL_OBJECT], background_points(scene)
+    )
+
+
 def make_demos(
     name: str, scene: GaussianScene, grasps: np.ndarray, s: Settings, plan_cfg: Any, camera: Any
 ) -> tuple[list[Any], dict[str, int]]:
     from trajgen.episodes import HandEyeRenderer, build_episode
-    from trajgen.planning import PointClearance, background_points, plan_grasp, plan_seed
+    from trajgen.planning import plan_grasp, plan_seed
 
-    labels = scene.labels.numpy()
-    means = scene.means.double().numpy()
-    clearance = PointClearance(
-        means[labels == LABEL_HAND], means[labels == LABEL_OBJECT], background_points(scene)
-    )  # with the background, as `splatsim demos` plans: no path through the person or the table
+    clearance = scene_clearance(scene)
     renderer = HandEyeRenderer(scene, camera, backend="cpu", batch_size=16)
     episodes = []
     lengths = []
@@ -359,7 +367,7 @@ def dagger_episodes(
     from policy.robot_splat import SplatCamera, SplatRobot
     from policy.runtime import TorchPolicy
     from splatsim.conventions import angle_between_rotations, pose_to_action
-    from trajgen.planning import PointClearance, background_points, plan_grasp, plan_seed
+    from trajgen.planning import plan_grasp, plan_seed
     from trajgen.recovery import stop_labels
     from trajgen.trajectory import expert_step, pregrasp_pose
 
@@ -388,10 +396,7 @@ def dagger_episodes(
             mask_min_prob=mask_min_prob,
             geometry=geo,
         )
-        labels, means = scene.labels.numpy(), scene.means.double().numpy()
-        clearance = PointClearance(
-            means[labels == LABEL_HAND], means[labels == LABEL_OBJECT], background_points(scene)
-        )
+        clearance = scene_clearance(scene)
         cfg_k = type(plan_cfg)(**{**plan_cfg.as_dict(), "k": starts, "recovery": RecoveryConfig()})
         plan = plan_grasp(torch.from_numpy(grasp), clearance, cfg_k, plan_seed(1000 + round_index, name, 0))
         pre = pregrasp_pose(torch.from_numpy(grasp), plan_cfg.s)
@@ -552,7 +557,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "up",
             "min_height",
             "line_of_sight",
-        )  # fmt: skip
+        )
     }
     demos = DemoSet([episode_from_trajgen(e) for e in episodes], cam_meta, [], plan_dict)
     pre_masks = np.stack([e.mask[-1] for e in episodes])
