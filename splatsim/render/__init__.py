@@ -91,7 +91,7 @@ def check_cameras(viewmats: Tensor, Ks: Tensor, width: int, height: int) -> None
                 "the intrinsics do not match the image size (scale K with the image)"
             )
     R = viewmats[:, :3, :3].double()
-    err = (R @ R.transpose(1, 2) - torch.eye(3, dtype=R.dtype)).abs().amax()
+    err = (R @ R.transpose(1, 2) - torch.eye(3, dtype=R.dtype, device=R.device)).abs().amax()
     if err > 1e-3 or (torch.linalg.det(R) <= 0).any():
         raise ValueError(f"camera rotations must be orthonormal with det +1 (max |RRᵀ−I| = {float(err):.2e})")
 
@@ -163,9 +163,12 @@ def rasterize(
         zeros = torch.zeros(C, height, width, dtype=dtype, device=device)
         rgb = torch.zeros(C, height, width, 3, dtype=dtype, device=device)
         if backgrounds is not None:
-            rgb = rgb + backgrounds.reshape(-1, 1, 1, 3).to(dtype)
+            rgb = rgb + backgrounds.reshape(-1, 1, 1, 3).to(device=device, dtype=dtype)
         return RenderOutput(
-            rgb=rgb, depth=zeros, alpha=zeros, labels=torch.zeros(C, height, width, 3, dtype=dtype)
+            rgb=rgb,
+            depth=zeros,
+            alpha=zeros,
+            labels=torch.zeros(C, height, width, 3, dtype=dtype, device=device),
         )
 
     c2w_centers = torch.linalg.inv(viewmats)[:, :3, 3]
@@ -213,7 +216,7 @@ def rasterize(
 def _finish(acc: Tensor, alpha: Tensor, backgrounds: Tensor | None) -> RenderOutput:
     rgb = acc[..., 0:3]
     if backgrounds is not None:
-        rgb = rgb + (1.0 - alpha)[..., None] * backgrounds.reshape(-1, 1, 1, 3).to(rgb.dtype)
+        rgb = rgb + (1.0 - alpha)[..., None] * backgrounds.reshape(-1, 1, 1, 3).to(rgb)
     depth = torch.where(alpha > 1e-6, acc[..., 3] / alpha.clamp(min=1e-6), torch.zeros_like(alpha))
     return RenderOutput(rgb=rgb, depth=depth, alpha=alpha, labels=acc[..., 4:7])
 

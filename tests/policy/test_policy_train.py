@@ -11,7 +11,7 @@ from policy_test_helpers import SIZE
 from safetensors.torch import load_file
 
 from policy.checkpoint import load_policy
-from policy.model import ModelConfig
+from policy.model import ModelConfig, PolicyNet
 from policy.train import TrainConfig, run_train
 
 
@@ -135,3 +135,55 @@ def test_device_auto_and_cpu_train_the_same_weights_here_and_cuda_without_a_gpu_
         json.loads((tmp_path / "cpu" / "config.json").read_text())["training"]["config_hash"]
         == json.loads((tmp_path / "auto" / "config.json").read_text())["training"]["config_hash"]
     )
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_training_matches_cpu_and_resumes_on_the_cpu(tmp_path, demo_dir) -> None:
+    """The same run on the GPU and the CPU (TF32 off: float32 both sides) has the same losses step by step
+    and ends within Adam's step bound of the same weights; the checkpoint written on the GPU reloads on
+    the CPU and gives the GPU's outputs; a run started on the GPU resumes on the CPU (same losses)."""
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    losses: dict[str, list[float]] = {"cpu": [], "cuda": [], "mixed": []}
+
+    def rec(name):
+        return lambda step, parts: losses[name].append(parts["loss"])
+
+    try:
+        a = run_train(_cfg(demo_dir, tmp_path / "cpu", max_steps=4, device="cpu"), callback=rec("cpu"))
+        b = run_train(_cfg(demo_dir, tmp_path / "cuda", max_steps=4, device="cuda"), callback=rec("cuda"))
+        half = run_train(
+            _cfg(demo_dir, tmp_path / "mixed", max_steps=2, device="cuda"), callback=rec("mixed")
+        )
+        resumed = run_train(
+            _cfg(demo_dir, tmp_path / "mixed", max_steps=4, device="cpu"), callback=rec("mixed")
+        )
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+    assert a.steps == b.steps == resumed.steps == 4 and half.steps == 2
+    for other in ("cuda", "mixed"):
+        assert len(losses[other]) == 4
+        torch.testing.assert_close(
+            torch.tensor(losses[other]), torch.tensor(losses["cpu"]), rtol=1e-3, atol=1e-5
+        )
+    # Adam moves a parameter by at most about lr per step whatever the gradient's size, so where rounding
+    # decides the gradient's sign (this tiny net's batch norm over 4 samples amplifies it) the two devices
+    # can step opposite ways: 2 lr apart per step, at most.
+    lr = _cfg(demo_dir, tmp_path).lr
+    params = {n for n, _ in PolicyNet(ModelConfig(SIZE, 4)).named_parameters()}
+    wa = load_file(str(tmp_path / "cpu" / "model.safetensors"))
+    for other in ("cuda", "mixed"):
+        wb = load_file(str(tmp_path / other / "model.safetensors"))  # tensors come back on the CPU
+        assert wb.keys() == wa.keys() and params <= wa.keys()
+        for k in wa:
+            assert wb[k].device.type == "cpu"
+            if k in params:
+                d = (wb[k].double() - wa[k].double()).abs().flatten()
+                assert float(d.max()) <= 2 * 4 * lr * 1.05, f"{other}: {k} differs by {float(d.max()):.3g}"
+    net, _ = load_policy(tmp_path / "cuda")
+    x = torch.rand(2, 5, SIZE, SIZE)
+    with torch.no_grad():
+        y_cpu = net.eval()(x)
+        y_gpu = net.cuda()(x.cuda()).cpu()
+    torch.testing.assert_close(y_gpu, y_cpu, rtol=1e-4, atol=1e-4)

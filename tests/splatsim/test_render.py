@@ -270,3 +270,12 @@ def test_gsplat_backend_agrees_with_cpu():
     # gsplat bins with a square 3.33σ box; contributions agree up to its float rounding
     assert (cpu.rgb - gpu.rgb.cpu()).abs().mean() < 1e-3
     assert (cpu.alpha - gpu.alpha.cpu()).abs().mean() < 1e-3
+    # a background given on the CPU, and an empty scene, render on the GPU too
+    bg = torch.tensor([0.2, 0.3, 0.4])
+    cpu = render(scene, c2w, Ks, W, H, backend="cpu", background=bg)
+    gpu = render(scene.to("cuda"), c2w.cuda(), Ks.cuda(), W, H, backend="gsplat", background=bg)
+    assert (cpu.rgb - gpu.rgb.cpu()).abs().mean() < 1e-3
+    empty = random_scene(0, seed=0, focal_px=0.9 * W).to("cuda")
+    out = render(empty, c2w.cuda(), Ks.cuda(), W, H, backend="gsplat", background=bg)
+    assert out.rgb.device.type == out.labels.device.type == "cuda"
+    torch.testing.assert_close(out.rgb.cpu(), bg.expand(2, H, W, 3).to(out.rgb.dtype).cpu())
