@@ -117,6 +117,10 @@ class Settings:
     translation_step: float = 0.06
     rotation_step_deg: float = 12.0
     min_height: float | None = 0.05
+    final_approach_distance: float = 0.0
+    """`PlanConfig.final_approach_distance`: slow down over the last this many metres (0: off)."""
+    final_approach_step: float = 0.02
+    """`PlanConfig.final_approach_step`."""
     cls_pos_weight: float = 5.0
     lambda_c: float = 1.0
     """lambda_C, the score loss's weight in Eq. 17 (`TrainConfig.lambda_c`; the paper: 1)."""
@@ -420,7 +424,8 @@ def dagger_episodes(
                     continue
                 nxt = expert_step(
                     T, pre, target, 1, d=plan_cfg.d, phi=rad(plan_cfg.phi_deg), translation_step=step_t,
-                    rotation_step=step_r,
+                    rotation_step=step_r, final_distance=plan_cfg.final_approach_distance,
+                    final_step=plan_cfg.final_approach_step,
                 )  # fmt: skip
                 actions.append(pose_to_action(T, nxt).numpy())
                 # NaN: no stop label (only the demonstrations teach where *not* to stop); see eq17_loss
@@ -472,6 +477,8 @@ def expert_reference(
                 phi=math.radians(plan_cfg.phi_deg),
                 translation_step=plan_cfg.translation_step,
                 rotation_step=math.radians(plan_cfg.rotation_step_deg),
+                final_distance=plan_cfg.final_approach_distance,
+                final_step=plan_cfg.final_approach_step,
             )
             stopped = traj.num_steps - 1 <= ev_cfg.max_steps
             m = episode_metrics(traj.poses.numpy(), stopped, geo, intr, ev_cfg.metrics)
@@ -515,6 +522,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         translation_step=s.translation_step,
         rotation_step_deg=s.rotation_step_deg,
         min_height=s.min_height,
+        final_approach_distance=s.final_approach_distance,
+        final_approach_step=s.final_approach_step,
         recovery=s.recovery,
     ).validate()
     timings: dict[str, float] = {}

@@ -86,6 +86,13 @@ class PlanConfig:
     """Largest translation per step (phase 2 uses exactly this), metres."""
     rotation_step_deg: float = 5.0
     """Largest rotation per step in phases 1 and 3, degrees."""
+    final_approach_distance: float = 0.0
+    """The final approach (not in the paper; 0 turns it off): phase 3 covers the last this many metres
+    before the pre-grasp position in steps of at most ``final_approach_step``, so the camera slows down
+    where it has to stop and the demonstrations hold more views near the pre-grasp pose
+    (`trajgen.trajectory.plan_phase3`)."""
+    final_approach_step: float = 0.02
+    """Largest translation per step of the final approach, metres (at most ``translation_step``)."""
     up: tuple[float, float, float] = (0.0, 0.0, 1.0)
     """World up in the scene frame (image up of the start cameras, and the axis of min_height)."""
     min_height: float | None = None
@@ -118,6 +125,12 @@ class PlanConfig:
             ("d", self.d > self.translation_step, f"a length > translation_step ({self.translation_step} m)"),
             ("phi_deg", 0 <= self.phi_deg < 180, "an angle in [0, 180) degrees"),
             ("rotation_step_deg", 0 < self.rotation_step_deg <= 90, "an angle in (0, 90] degrees"),
+            ("final_approach_distance", self.final_approach_distance >= 0, "a length >= 0 in metres"),
+            (
+                "final_approach_step",
+                0 < self.final_approach_step <= self.translation_step,
+                f"a positive length <= translation_step ({self.translation_step} m)",
+            ),
             ("max_candidates", self.max_candidates >= 1, "an integer >= 1"),
             ("block", self.block >= 1, "an integer >= 1"),
         ]
@@ -295,6 +308,8 @@ def plan_grasp(
                 phi=rad(cfg.phi_deg),
                 translation_step=cfg.translation_step,
                 rotation_step=rad(cfg.rotation_step_deg),
+                final_distance=cfg.final_approach_distance,
+                final_step=cfg.final_approach_step,
             )
             clear = clearance(traj.poses[:, :3, 3])
             if float(clear[:, 0].min()) <= cfg.d_min:

@@ -264,6 +264,8 @@ def recovery_samples(
         "phi": rad(plan.phi_deg),
         "translation_step": plan.translation_step,
         "rotation_step": rad(plan.rotation_step_deg),
+        "final_distance": plan.final_approach_distance,
+        "final_step": plan.final_approach_step,
     }
     T = trajectory.num_steps
     # What each sample perturbs: (base pose, source index, phase).

@@ -130,6 +130,8 @@ def plan_three_phase(
     phi: float,
     translation_step: float,
     rotation_step: float,
+    final_distance: float = 0.0,
+    final_step: float | None = None,
 ) -> Trajectory:
     """Plans the three phases from ``start_pose`` to ``pregrasp`` (module docstring; radians, metres)."""
     if not (translation_step > 0 and rotation_step > 0):
@@ -169,7 +171,14 @@ def plan_three_phase(
 
     # Phase 3: linear position + SLERP rotation, re-aimed at the object when off by more than phi.
     phase3 = plan_phase3(
-        T2, pregrasp, target, phi=phi, translation_step=translation_step, rotation_step=rotation_step
+        T2,
+        pregrasp,
+        target,
+        phi=phi,
+        translation_step=translation_step,
+        rotation_step=rotation_step,
+        final_distance=final_distance,
+        final_step=final_step,
     )
     n3 = phase3.shape[0]
     poses.append(phase3)
@@ -190,20 +199,55 @@ def plan_phase3(
     phi: float,
     translation_step: float,
     rotation_step: float,
+    final_distance: float = 0.0,
+    final_step: float | None = None,
 ) -> Tensor:  # [n3, 4, 4] the phase-3 poses after T2; the last is exactly ``pregrasp``
-    """Phase 3 (Eq. 10-13) from ``T2``: the smallest step count ``n3`` that meets both step limits."""
+    """Phase 3 (Eq. 10-13) from ``T2``: the fewest steps that meet both step limits.
+
+    With ``final_distance > 0`` (the final approach, not in the paper) the last ``final_distance``
+    metres before the pre-grasp position are covered in equal steps of at most ``final_step`` and the
+    rest in equal steps of at most ``translation_step``; ``tau`` (Eq. 10, 13) is the fraction of the
+    distance covered. ``final_distance = 0`` is the paper's ``tau = j / n3``.
+    """
     dtype = torch.float64
     T2, pregrasp, target = T2.to(dtype), pregrasp.to(dtype), target.to(dtype)
     dist3 = float(torch.linalg.vector_norm(pregrasp[:3, 3] - T2[:3, 3]))
     rot3 = float(angle_between_rotations(T2[:3, :3], pregrasp[:3, :3]))
-    n3 = max(1, math.ceil(dist3 / translation_step - 1e-9), math.ceil(rot3 / rotation_step - 1e-9))
+    n_rot = math.ceil(rot3 / rotation_step - 1e-9)
+    if final_distance > 0:
+        fstep = translation_step if final_step is None else min(final_step, translation_step)
+        near = min(dist3, final_distance)
+        far = dist3 - near
+        n_far = math.ceil(far / translation_step - 1e-9) if far > 1e-12 else 0
+        n_near = math.ceil(near / fstep - 1e-9) if near > 1e-12 else 0
+        grow_far = n_far > 0 or n_near == 0
+        if n_far + n_near < max(1, n_rot):
+            if grow_far:
+                n_far = max(1, n_rot) - n_near
+            else:
+                n_near = max(1, n_rot)
+    else:
+        n_far, n_near, grow_far = max(1, math.ceil(dist3 / translation_step - 1e-9), n_rot), 0, True
+        far, near = dist3, 0.0
+
+    def schedule() -> np.ndarray:  # tau of every step, increasing to 1
+        if n_near == 0:
+            return np.arange(1, n_far + 1) / n_far  # the paper's j / n3 (also when nothing translates)
+        cum = np.concatenate(
+            [np.arange(1, n_far + 1) / n_far * far, far + np.arange(1, n_near + 1) / n_near * near]
+        )
+        return cum / dist3
+
     for _ in range(_MAX_REFINE):
-        phase3, gap = _phase3(T2, pregrasp, target, n3, phi, rotation_step)
+        phase3, gap = _phase3(T2, pregrasp, target, schedule(), phi, rotation_step)
         if gap <= rotation_step * (1 + 1e-9):
             break
-        n3 += math.ceil(gap / rotation_step) + 1
+        if grow_far:
+            n_far += math.ceil(gap / rotation_step) + 1
+        else:
+            n_near += math.ceil(gap / rotation_step) + 1
     else:
-        raise RuntimeError(f"phase 3 did not reach the pre-grasp rotation within {n3} steps")  # invariant
+        raise RuntimeError(f"phase 3 did not reach the pre-grasp rotation within {n_far + n_near} steps")
     phase3[-1] = pregrasp
     return phase3
 
@@ -218,6 +262,8 @@ def expert_step(
     phi: float,
     translation_step: float,
     rotation_step: float,
+    final_distance: float = 0.0,
+    final_step: float | None = None,
 ) -> Tensor:  # [4, 4] the next pose
     """The planner's next pose from ``pose`` when it is in ``phase`` (1, 2 or 3): the expert action of
     recovery samples (`trajgen.recovery`).
@@ -241,24 +287,39 @@ def expert_step(
     dist = float(torch.linalg.vector_norm(offset))
     if dist < 1e-9 and float(angle_between_rotations(pose[:3, :3], pregrasp[:3, :3])) < 1e-9:
         return pose.clone()
+    final = {"final_distance": final_distance, "final_step": final_step}
     if phase == 3 or dist < d:
         return plan_phase3(
-            pose, pregrasp, target, phi=phi, translation_step=translation_step, rotation_step=rotation_step
+            pose,
+            pregrasp,
+            target,
+            phi=phi,
+            translation_step=translation_step,
+            rotation_step=rotation_step,
+            **final,
         )[0]
     if phase == 2:
         out = pose.clone()
         out[:3, 3] = pose[:3, 3] + offset * (translation_step / dist)
         return out
     traj = plan_three_phase(
-        pose, pregrasp, target, d=d, phi=phi, translation_step=translation_step, rotation_step=rotation_step
+        pose,
+        pregrasp,
+        target,
+        d=d,
+        phi=phi,
+        translation_step=translation_step,
+        rotation_step=rotation_step,
+        **final,
     )
     return traj.poses[1] if traj.num_steps > 1 else pose.clone()
 
 
 def _phase3(
-    T2: Tensor, pregrasp: Tensor, target: Tensor, n3: int, phi: float, rotation_step: float
+    T2: Tensor, pregrasp: Tensor, target: Tensor, taus: np.ndarray, phi: float, rotation_step: float
 ) -> tuple[Tensor, float]:
-    """Phase-3 poses [n3, 4, 4] and the angle the last step still has to turn to reach ``R_pre``.
+    """Phase-3 poses [n3, 4, 4] at ``taus`` (increasing, the last 1) and the angle the last step still has
+    to turn to reach ``R_pre``.
 
     A sequential loop of 3x3 operations: numpy/scipy here, where torch's per-call overhead dominates.
     """
@@ -267,10 +328,11 @@ def _phase3(
     R_pre = pre_np[:3, :3]
     R_anchor = T2_np[:3, :3]
     R_prev, p_prev = R_anchor, p2
+    n3 = len(taus)
     out = np.tile(np.eye(4), (n3, 1, 1))
     gap = 0.0
     for j in range(1, n3 + 1):
-        tau = j / n3
+        tau = float(taus[j - 1])
         p = p2 + tau * (p_pre - p2)
         if _np_view_angle(R_prev, p_prev, target_np) > phi:  # Eq. 12
             R_anchor = _np_face_target(R_pre, p, target_np)

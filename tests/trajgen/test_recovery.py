@@ -309,3 +309,38 @@ def test_recovery_samples_default_to_the_plans_config(clearance, plan_on):
     t = plan.trajectories[0]
     again = recovery_samples(t, plan.pregrasp_pose, clearance, cfg)
     assert torch.equal(again.poses, t.recovery.poses) and torch.equal(again.cls, t.recovery.cls)
+
+
+def test_final_approach_reaches_the_samples_labels(clearance, plan_on):
+    """With the plan's final approach on, the planned trajectories and every recovery sample's action
+    follow it: within ``final_approach_distance`` of the pre-grasp a step moves at most
+    ``final_approach_step`` (and strictly closer), and the expert alone still reaches the pre-grasp."""
+    cfg0, _ = plan_on
+    cfg = replace(cfg0, final_approach_distance=0.08, final_approach_step=0.015).validate()
+    grasp = torch.from_numpy(grasp_poses()[0])
+    plan = plan_grasp(grasp, clearance, cfg, plan_seed(1))
+    pre, target = plan.pregrasp_pose, clearance.object_center
+    kw = {"d": cfg.d, "phi": 0.0, "translation_step": STEP_T, "rotation_step": math.radians(STEP_R_DEG)}
+    fin = {"final_distance": 0.08, "final_step": 0.015}
+    checked = 0
+    for traj in plan.trajectories:
+        assert torch.equal(plan_three_phase(traj.poses[0], pre, target, **kw, **fin).poses, traj.poses)
+        rec = traj.recovery
+        nxt = apply_action(rec.poses, rec.actions)
+        for i in range(rec.num_samples):
+            p, q = rec.poses[i], nxt[i]
+            assert _step_ok(p, q)
+            d0 = float(torch.linalg.vector_norm(p[:3, 3] - pre[:3, 3]))
+            if int(rec.phase[i]) == 3 and d0 <= 0.08:
+                checked += 1
+                assert float(torch.linalg.vector_norm(q[:3, 3] - p[:3, 3])) <= 0.015 + 1e-9
+                assert float(torch.linalg.vector_norm(q[:3, 3] - pre[:3, 3])) < d0 - 1e-9 or d0 < 1e-9
+        pose, phase = rec.poses[0], int(rec.phase[0])
+        for _ in range(80):
+            nxt_pose = expert_step(pose, pre, target, phase, **kw, **fin)
+            if torch.equal(nxt_pose, pose):
+                break
+            pose = nxt_pose
+            phase = 3 if float(torch.linalg.vector_norm(pose[:3, 3] - pre[:3, 3])) < cfg.d else phase
+        assert torch.allclose(pose, pre, atol=1e-9)
+    assert checked > 0

@@ -314,3 +314,49 @@ def test_hand_eye_camera_model():
         HandEyeConfig(width=0).validate()
     with pytest.raises(ValueError, match="PlanConfig.d "):
         PlanConfig(d=0.01).validate()
+
+
+def test_final_approach_slows_down_near_the_pregrasp_and_off_is_the_paper():
+    """``final_distance`` > 0: phase 3 covers its last metres in steps of at most ``final_step`` on the same
+    straight line, ends exactly at the pre-grasp pose, keeps the rotation step, and tau (Eq. 13) is the
+    fraction of the distance covered; 0 gives the paper's plan bit for bit (the default)."""
+    from trajgen.trajectory import expert_step
+
+    target = torch.tensor([0.0, 0.0, 0.0], dtype=torch.float64)
+    start = look_at(torch.tensor([0.5, 0.3, -0.6], dtype=torch.float64), target, up=(0.0, -1.0, 0.0))
+    grasp = torch.eye(4, dtype=torch.float64)
+    grasp[:3, 3] = torch.tensor([0.0, 0.0, -0.02])
+    pre = pregrasp_pose(grasp, 0.3)
+    kw = dict(d=0.5, phi=0.0, translation_step=0.06, rotation_step=math.radians(12))
+    paper = plan_three_phase(start, pre, target, **kw)
+    assert torch.equal(
+        plan_three_phase(start, pre, target, **kw, final_distance=0.0, final_step=0.02).poses, paper.poses
+    )
+    for fd, fs in ((0.1, 0.025), (0.12, 0.02), (2.0, 0.03)):  # 2 m: all of phase 3 is the final approach
+        traj = plan_three_phase(start, pre, target, **kw, final_distance=fd, final_step=fs)
+        P = traj.poses
+        assert torch.equal(P[-1], pre) and traj.num_steps > paper.num_steps
+        assert torch.equal(P[: traj.t2 + 1], paper.poses[: paper.t2 + 1])  # phases 1-2 unchanged
+        pos = P[traj.t2 :, :3, 3]
+        steps = torch.linalg.vector_norm(pos[1:] - pos[:-1], dim=1)
+        left = torch.linalg.vector_norm(pos[:-1] - pre[:3, 3], dim=1)  # distance left before each step
+        near = left <= fd + 1e-9
+        assert near.any() and bool((steps[near] <= fs + 1e-9).all()) and bool((steps <= 0.06 + 1e-9).all())
+        # the far part's steps are equal, and so are the final approach's
+        for part in (steps[~near], steps[near]):
+            if len(part) > 1:
+                assert float(part.max() - part.min()) < 1e-9
+        # one straight line from the start of phase 3 to the pre-grasp position
+        u = (pre[:3, 3] - pos[0]) / torch.linalg.vector_norm(pre[:3, 3] - pos[0])
+        off_line = torch.linalg.vector_norm(torch.linalg.cross(pos - pos[0], u.expand_as(pos), dim=1), dim=1)
+        assert float(off_line.max()) < 1e-9
+        rot = [float(angle_between_rotations(P[i, :3, :3], P[i + 1, :3, :3])) for i in range(len(P) - 1)]
+        assert max(rot) <= math.radians(12) + 1e-9
+        # the expert's next step from a pose inside the final approach is a final-approach step
+        j = len(P) - 3
+        nxt = expert_step(P[j], pre, target, 3, **kw, final_distance=fd, final_step=fs)
+        assert float(torch.linalg.vector_norm(nxt[:3, 3] - P[j, :3, 3])) <= fs + 1e-9
+    with pytest.raises(ValueError, match="final_approach_step"):
+        PlanConfig(translation_step=0.03, final_approach_step=0.05).validate()
+    with pytest.raises(ValueError, match="final_approach_distance"):
+        PlanConfig(final_approach_distance=-0.1).validate()
