@@ -20,6 +20,11 @@
   distance and angle left, grown until the schedule fits) for which no step translates more than
   ``translation_step`` nor rotates more than ``rotation_step`` and the last step lands exactly on the
   pre-grasp pose.
+- The final approach (not in the paper; off unless ``final_distance > 0``, `PlanConfig`'s
+  ``final_approach_distance``): phase 3 covers its last ``final_distance`` metres in equal steps of at
+  most ``final_step``, the rest in equal steps of at most ``translation_step``, on the same straight
+  line; ``tau`` is then the fraction of the distance covered. The camera slows down where the policy has
+  to decide to stop.
 
 Steps are indexed 0..T-1; step 0 is the start pose. ``phase[t]`` is 1, 2 or 3 (step 0 counts as phase
 1); ``cls[t]`` is 1 at the last step (the pre-grasp pose) only. Actions follow
