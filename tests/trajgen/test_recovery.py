@@ -112,6 +112,17 @@ def test_off_episode_has_no_recovery_and_on_leaves_frames_alone(tmp_path, scene,
     assert len(DemoDataset([path])) == ep_off.num_samples
 
 
+def _sample_steps(traj, pre):
+    """Each recovery sample of ``traj`` with its action applied: (samples, i, pose, next pose, distance to
+    the pre-grasp position), after checking the step limits."""
+    rec = traj.recovery
+    nxt = apply_action(rec.poses, rec.actions)
+    for i in range(rec.num_samples):
+        p, q = rec.poses[i], nxt[i]
+        assert _step_ok(p, q)
+        yield rec, i, p, q, float(torch.linalg.vector_norm(p[:3, 3] - pre[:3, 3]))
+
+
 def _step_ok(a: torch.Tensor, b: torch.Tensor) -> bool:
     dt = float(torch.linalg.vector_norm(b[:3, 3] - a[:3, 3]))
     dr = float(angle_between_rotations(a[:3, :3], b[:3, :3]))
@@ -130,11 +141,7 @@ def test_actions_reintegrate_toward_the_pregrasp(clearance, plan_on):
     seen_beyond = False
     for traj in plan.trajectories:
         rec = traj.recovery
-        nxt = apply_action(rec.poses, rec.actions)
-        for i in range(rec.num_samples):
-            p, q = rec.poses[i], nxt[i]
-            assert _step_ok(p, q)
-            d0 = float(torch.linalg.vector_norm(p[:3, 3] - pre[:3, 3]))
+        for _, i, p, q, d0 in _sample_steps(traj, pre):
             d1 = float(torch.linalg.vector_norm(q[:3, 3] - pre[:3, 3]))
             if int(rec.phase[i]) == 3:
                 assert d1 < d0 - 1e-9 or d1 < 1e-9
@@ -326,11 +333,7 @@ def test_final_approach_reaches_the_samples_labels(clearance, plan_on):
     for traj in plan.trajectories:
         assert torch.equal(plan_three_phase(traj.poses[0], pre, target, **kw, **fin).poses, traj.poses)
         rec = traj.recovery
-        nxt = apply_action(rec.poses, rec.actions)
-        for i in range(rec.num_samples):
-            p, q = rec.poses[i], nxt[i]
-            assert _step_ok(p, q)
-            d0 = float(torch.linalg.vector_norm(p[:3, 3] - pre[:3, 3]))
+        for _, i, p, q, d0 in _sample_steps(traj, pre):
             if int(rec.phase[i]) == 3 and d0 <= 0.08:
                 checked += 1
                 assert float(torch.linalg.vector_norm(q[:3, 3] - p[:3, 3])) <= 0.015 + 1e-9
