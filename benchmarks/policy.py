@@ -422,11 +422,7 @@ def dagger_episodes(
                     actions.append(np.zeros(6))
                     cls.append(1.0)
                     continue
-                nxt = expert_step(
-                    T, pre, target, 1, d=plan_cfg.d, phi=rad(plan_cfg.phi_deg), translation_step=step_t,
-                    rotation_step=step_r, final_distance=plan_cfg.final_approach_distance,
-                    final_step=plan_cfg.final_approach_step,
-                )  # fmt: skip
+                nxt = expert_step(T, pre, target, 1, **plan_cfg.step_kwargs())
                 actions.append(pose_to_action(T, nxt).numpy())
                 # NaN: no stop label (only the demonstrations teach where *not* to stop); see eq17_loss
                 cls.append(float(tol_cls[i]) if tolerance else math.nan)
@@ -473,12 +469,7 @@ def expert_reference(
                 torch.from_numpy(start),
                 pregrasp_pose(grasp, plan_cfg.s),
                 torch.from_numpy(geo.object_center),
-                d=plan_cfg.d,
-                phi=math.radians(plan_cfg.phi_deg),
-                translation_step=plan_cfg.translation_step,
-                rotation_step=math.radians(plan_cfg.rotation_step_deg),
-                final_distance=plan_cfg.final_approach_distance,
-                final_step=plan_cfg.final_approach_step,
+                **plan_cfg.step_kwargs(),
             )
             stopped = traj.num_steps - 1 <= ev_cfg.max_steps
             m = episode_metrics(traj.poses.numpy(), stopped, geo, intr, ev_cfg.metrics)

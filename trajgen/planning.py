@@ -145,6 +145,17 @@ class PlanConfig:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def step_kwargs(self) -> dict[str, float]:
+        """The keyword arguments of `trajgen.trajectory.plan_three_phase` and `expert_step` (radians)."""
+        return {
+            "d": self.d,
+            "phi": math.radians(self.phi_deg),
+            "translation_step": self.translation_step,
+            "rotation_step": math.radians(self.rotation_step_deg),
+            "final_distance": self.final_approach_distance,
+            "final_step": self.final_approach_step,
+        }
+
 
 def background_points(scene, min_opacity: float = 0.5) -> np.ndarray:
     """Centres of the scene's solid background Gaussians (label 0, opacity >= ``min_opacity``), [B, 3].
@@ -300,17 +311,7 @@ def plan_grasp(
             if counts["accepted"] >= cfg.k:
                 counts["unused"] += 1
                 continue
-            traj = plan_three_phase(
-                start,
-                pre,
-                clearance.object_center,
-                d=cfg.d,
-                phi=rad(cfg.phi_deg),
-                translation_step=cfg.translation_step,
-                rotation_step=rad(cfg.rotation_step_deg),
-                final_distance=cfg.final_approach_distance,
-                final_step=cfg.final_approach_step,
-            )
+            traj = plan_three_phase(start, pre, clearance.object_center, **cfg.step_kwargs())
             clear = clearance(traj.poses[:, :3, 3])
             if float(clear[:, 0].min()) <= cfg.d_min:
                 counts["trajectory_near_hand"] += 1

@@ -259,14 +259,7 @@ def recovery_samples(
     rng = _trajectory_rng(trajectory, pregrasp)
     rad = math.radians
     target = clearance.object_center.to(torch.float64)
-    step_kw = {
-        "d": plan.d,
-        "phi": rad(plan.phi_deg),
-        "translation_step": plan.translation_step,
-        "rotation_step": rad(plan.rotation_step_deg),
-        "final_distance": plan.final_approach_distance,
-        "final_step": plan.final_approach_step,
-    }
+    step_kw = plan.step_kwargs()
     T = trajectory.num_steps
     # What each sample perturbs: (base pose, source index, phase).
     bases: list[tuple[np.ndarray, int, int]] = []

@@ -219,21 +219,17 @@ def plan_phase3(
     dist3 = float(torch.linalg.vector_norm(pregrasp[:3, 3] - T2[:3, 3]))
     rot3 = float(angle_between_rotations(T2[:3, :3], pregrasp[:3, :3]))
     n_rot = math.ceil(rot3 / rotation_step - 1e-9)
-    if final_distance > 0:
-        fstep = translation_step if final_step is None else min(final_step, translation_step)
-        near = min(dist3, final_distance)
-        far = dist3 - near
-        n_far = math.ceil(far / translation_step - 1e-9) if far > 1e-12 else 0
-        n_near = math.ceil(near / fstep - 1e-9) if near > 1e-12 else 0
-        grow_far = n_far > 0 or n_near == 0
-        if n_far + n_near < max(1, n_rot):
-            if grow_far:
-                n_far = max(1, n_rot) - n_near
-            else:
-                n_near = max(1, n_rot)
-    else:
-        n_far, n_near, grow_far = max(1, math.ceil(dist3 / translation_step - 1e-9), n_rot), 0, True
-        far, near = dist3, 0.0
+    near = min(dist3, final_distance) if final_distance > 0 else 0.0  # the final approach's length
+    far = dist3 - near
+    fstep = translation_step if final_step is None else min(final_step, translation_step)
+    n_far = math.ceil(far / translation_step - 1e-9) if far > 1e-12 else 0
+    n_near = math.ceil(near / fstep - 1e-9) if near > 1e-12 else 0
+    grow_far = n_far > 0 or n_near == 0  # which part takes the extra steps the rotation needs
+    if n_far + n_near < max(1, n_rot):
+        if grow_far:
+            n_far = max(1, n_rot) - n_near
+        else:
+            n_near = max(1, n_rot)
 
     def schedule() -> np.ndarray:  # tau of every step, increasing to 1
         if n_near == 0:
