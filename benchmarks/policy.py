@@ -124,6 +124,8 @@ class Settings:
     cls_pos_weight: float = 5.0
     lambda_c: float = 1.0
     """lambda_C, the score loss's weight in Eq. 17 (`TrainConfig.lambda_c`; the paper: 1)."""
+    lambda_geometry: float = 0.0
+    """`TrainConfig.lambda_geometry`: the auxiliary geometry head's loss weight (0: off)."""
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
     """Recovery samples and stop labels of the demonstrations (`trajgen.recovery`; off: the paper's)."""
     dagger: int = 0
@@ -575,6 +577,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         lr_final_fraction=0.05,
         cls_pos_weight=s.cls_pos_weight,
         lambda_c=s.lambda_c,
+        lambda_geometry=s.lambda_geometry,
         val_fraction=0.1,
         seed=0,
         resume=False,
@@ -695,6 +698,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "dagger_settings": {"rounds": rounds, "starts_per_object": starts_r, "epochs": epochs_r},
         "cls_pos_weight": s.cls_pos_weight,
         "lambda_c": s.lambda_c,
+        "lambda_geometry": s.lambda_geometry,
         "train_final": train_final,
         "reused_policy": args.reuse_policy,
         "ibvs_area_fraction": area,

@@ -29,15 +29,32 @@ from splatsim.scene import LABEL_HAND, LABEL_OBJECT
 __all__ = [
     "DemoSet",
     "EpisodeData",
+    "GEOMETRY_TARGETS",
     "assemble_input",
     "find_shards",
+    "geometry_targets",
     "load_demos",
     "make_policy_input",
     "resize_frames",
     "split_episodes",
+    "stack_frames",
+    "stack_geometry",
 ]
 
 SHARD_SUFFIXES = (".hdf5", ".h5")
+GEOMETRY_TARGETS = (
+    "object_distance",
+    "pregrasp_rx",
+    "pregrasp_ry",
+    "pregrasp_rz",
+    "pregrasp_tx",
+    "pregrasp_ty",
+    "pregrasp_tz",
+)
+"""Per-frame geometry the demonstrations know and the image only shows (`geometry_targets`): the distance
+from the gripper to the nearest object point (metres; what the 0.35-0.45 m band of a success measures)
+and the pre-grasp pose relative to the frame's pose, as an action (Euler xyz, translation: the step
+that would reach it at once). An auxiliary training target (`TrainConfig.lambda_geometry`), never an input."""
 
 
 @dataclass
@@ -53,6 +70,9 @@ class EpisodeData:
     scene_id: str = ""
     """The scene (object) the episode was rendered in."""
     attrs: dict[str, Any] = field(default_factory=dict)
+    geometry: np.ndarray | None = None
+    """[T, 7] float32 `GEOMETRY_TARGETS` per frame (NaN rows: unknown); None when the source records no
+    poses."""
 
     @property
     def num_frames(self) -> int:
@@ -295,6 +315,8 @@ def load_demos(
                     if not np.isfinite(actions).all():
                         raise ValueError(f"{where}: non-finite actions")
                     attrs = {k: _attr(v) for k, v in g.attrs.items()}
+                    pre = np.asarray(g["pregrasp_pose"][()], np.float64) if "pregrasp_pose" in g else None
+                    geometry = _read_geometry(g, pre, T, where)
                     if "recovery" in g:
                         r = g["recovery"]
                         for ds in ("obs/rgb", "obs/mask", "actions", "cls"):
@@ -320,6 +342,12 @@ def load_demos(
                                 "and finite actions [N, 6]"
                             )
                         rgb, mask, actions, cls = _append_recovery((rgb, mask, actions, cls), extra, attrs)
+                        rec_geometry = _read_geometry(r, pre, n, f"{where}/recovery")
+                        geometry = (
+                            None
+                            if geometry is None or rec_geometry is None
+                            else np.concatenate([geometry, rec_geometry])
+                        )
                     cam = dict(shard_cam)
                     cam.setdefault("width", int(rgb.shape[2]))
                     cam.setdefault("height", int(rgb.shape[1]))
@@ -335,7 +363,7 @@ def load_demos(
                         )
                     scene_id = str(attrs.get("scene_id", env.get("scene_id", path.parent.name)))
                     key = str(attrs.get("episode_key", f"{path.name}:{name}"))
-                    episodes.append(EpisodeData(rgb, mask, actions, cls, key, scene_id, attrs))
+                    episodes.append(EpisodeData(rgb, mask, actions, cls, key, scene_id, attrs, geometry))
                     if max_episodes is not None and len(episodes) >= max_episodes:
                         return DemoSet(episodes, camera, [str(p) for p in files], plan)
         except FileNotFoundError:
@@ -346,6 +374,43 @@ def load_demos(
                 "a writer killed mid-write): rerun `splatsim demos` with the same arguments to redo it"
             ) from exc
     return DemoSet(episodes, camera, [str(p) for p in files], plan)
+
+
+def geometry_targets(
+    poses: np.ndarray,  # [T, 4, 4] gripper-to-world
+    pregrasp_pose: np.ndarray,  # [4, 4]
+    clearance: np.ndarray,  # [T, 2] distance to the nearest (hand, object) point, metres
+) -> np.ndarray:  # [T, 7] float32, `GEOMETRY_TARGETS`
+    """Each frame's distance to the object and the pre-grasp pose relative to it (`GEOMETRY_TARGETS`)."""
+    from splatsim.conventions import pose_to_action
+
+    poses = np.asarray(poses, np.float64)
+    clearance = np.asarray(clearance, np.float64)
+    T = poses.shape[0]
+    if poses.shape != (T, 4, 4) or np.shape(pregrasp_pose) != (4, 4) or clearance.shape != (T, 2):
+        raise ValueError(
+            f"geometry_targets: poses {poses.shape}, pregrasp_pose {np.shape(pregrasp_pose)}, clearance "
+            f"{clearance.shape}; expected [T, 4, 4], [4, 4], [T, 2]"
+        )
+    pre = torch.from_numpy(np.asarray(pregrasp_pose, np.float64)).expand(T, 4, 4)
+    rel = pose_to_action(torch.from_numpy(poses), pre).numpy()
+    return np.concatenate([clearance[:, 1:2], rel], axis=1).astype(np.float32)
+
+
+def _read_geometry(group: Any, pregrasp: np.ndarray | None, T: int, where: str) -> np.ndarray | None:
+    """`geometry_targets` from an HDF5 episode (or recovery) group's ``poses`` and ``clearance``; None
+    when it lacks them. Raises ValueError naming the group for wrong shapes or non-finite values."""
+    if pregrasp is None or "poses" not in group or "clearance" not in group:
+        return None
+    poses = np.asarray(group["poses"][()], np.float64)
+    clear = np.asarray(group["clearance"][()], np.float64)
+    if poses.shape != (T, 4, 4) or clear.shape != (T, 2):
+        raise ValueError(
+            f"{where}: poses {poses.shape}, clearance {clear.shape}; expected [{T}, 4, 4] and [{T}, 2] (one per frame)"
+        )
+    if not (np.isfinite(poses).all() and np.isfinite(clear).all() and np.isfinite(pregrasp).all()):
+        raise ValueError(f"{where}: non-finite poses, clearance or pregrasp_pose")
+    return geometry_targets(poses, pregrasp, clear)
 
 
 def _append_recovery(
@@ -362,6 +427,8 @@ def episode_from_trajgen(episode: Any, image_size: int | None = None) -> Episode
     rgb, mask = np.asarray(episode.rgb, np.uint8), np.asarray(episode.mask, np.uint8)
     actions, cls = np.asarray(episode.actions, np.float32), np.asarray(episode.cls, np.float32)
     attrs = dict(episode.attrs)
+    known = all(getattr(episode, k, None) is not None for k in ("poses", "pregrasp_pose", "clearance"))
+    geometry = geometry_targets(episode.poses, episode.pregrasp_pose, episode.clearance) if known else None
     rec = getattr(episode, "recovery", None)
     if rec is not None:
         extra = (
@@ -371,13 +438,16 @@ def episode_from_trajgen(episode: Any, image_size: int | None = None) -> Episode
             np.asarray(rec.cls, np.float32),
         )
         rgb, mask, actions, cls = _append_recovery((rgb, mask, actions, cls), extra, attrs)
+        if geometry is not None:
+            rec_geometry = geometry_targets(rec.poses, episode.pregrasp_pose, rec.clearance)
+            geometry = np.concatenate([geometry, rec_geometry])
     if image_size is not None:
         rgb, mask = resize_frames(rgb, mask, image_size)
     scene_id = str(attrs.get("scene_id", ""))
     key = str(
         attrs.get("episode_key", f"{scene_id}/g{attrs.get('grasp_rank', 0)}_s{attrs.get('start_id', 0)}")
     )
-    return EpisodeData(rgb, mask, actions, cls, key, scene_id, attrs)
+    return EpisodeData(rgb, mask, actions, cls, key, scene_id, attrs, geometry)
 
 
 def split_episodes(
@@ -415,6 +485,21 @@ def stack_frames(episodes: Sequence[EpisodeData]) -> tuple[Tensor, Tensor, Tenso
     cls = torch.from_numpy(np.concatenate([e.cls for e in episodes]))
     ep = torch.cat([torch.full((e.num_frames,), i, dtype=torch.int64) for i, e in enumerate(episodes)])
     return rgb, mask, actions, cls, ep
+
+
+def stack_geometry(episodes: Sequence[EpisodeData]) -> Tensor:  # [N, 7] float32
+    """The episodes' `GEOMETRY_TARGETS`, frame by frame like `stack_frames` (NaN where unknown)."""
+    rows = []
+    for e in episodes:
+        g = e.geometry
+        if g is None:
+            g = np.full((e.num_frames, len(GEOMETRY_TARGETS)), np.nan, np.float32)
+        elif g.shape != (e.num_frames, len(GEOMETRY_TARGETS)):
+            raise ValueError(
+                f"episode {e.key}: geometry {g.shape}; expected [{e.num_frames}, {len(GEOMETRY_TARGETS)}]"
+            )
+        rows.append(np.asarray(g, np.float32))
+    return torch.from_numpy(np.concatenate(rows))
 
 
 def action_stats(actions: Tensor) -> tuple[Tensor, Tensor]:  # [N, 6] -> mean [6], std [6]

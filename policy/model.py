@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "ACTION_DIM",
+    "GEOMETRY_DIM",
     "INPUT_CHANNELS",
     "ExportWrapper",
     "ModelConfig",
@@ -39,6 +40,8 @@ INPUT_CHANNELS = ("red", "green", "blue", "hand_mask", "object_mask")
 """Input channel order."""
 ACTION_DIM = 6
 """Euler xyz (3, radians) + translation (3, metres)."""
+GEOMETRY_DIM = 7
+"""Outputs of the optional geometry head (`policy.data.GEOMETRY_TARGETS`)."""
 
 
 @dataclass
@@ -51,6 +54,10 @@ class ModelConfig:
     """Channels of the first stage (doubling per stage: 64-128-256-512 in ResNet-18)."""
     blocks: tuple[int, int, int, int] = (2, 2, 2, 2)
     """Basic blocks per stage ((2, 2, 2, 2) is ResNet-18)."""
+    geometry_head: bool = False
+    """Seven more outputs after the action and logit: the frame's `policy.data.GEOMETRY_TARGETS` (distance
+    to the object, pre-grasp pose), normalised, an auxiliary training target; set by
+    `TrainConfig.lambda_geometry` > 0. Neither `predict` nor the exported graph outputs them."""
 
     def validate(self) -> ModelConfig:
         """Raises ValueError naming the field for impossible shapes; returns self."""
@@ -71,7 +78,12 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
-        return cls(int(d["image_size"]), int(d["width"]), tuple(int(b) for b in d["blocks"])).validate()
+        return cls(
+            int(d["image_size"]),
+            int(d["width"]),
+            tuple(int(b) for b in d["blocks"]),
+            bool(d.get("geometry_head", False)),
+        ).validate()
 
 
 class BasicBlock(nn.Module):
@@ -118,9 +130,13 @@ class PolicyNet(nn.Module):
             c_in = c_out
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(c_in, ACTION_DIM + 1)
+        extra = GEOMETRY_DIM if self.cfg.geometry_head else 0
+        self.fc = nn.Linear(c_in, ACTION_DIM + 1 + extra)
         self.register_buffer("action_mean", torch.zeros(ACTION_DIM))
         self.register_buffer("action_std", torch.ones(ACTION_DIM))
+        if extra:
+            self.register_buffer("geometry_mean", torch.zeros(GEOMETRY_DIM))
+            self.register_buffer("geometry_std", torch.ones(GEOMETRY_DIM))
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -140,6 +156,32 @@ class PolicyNet(nn.Module):
         self.action_mean.copy_(mean)
         self.action_std.copy_(std)
 
+    def set_geometry_stats(self, mean: Tensor, std: Tensor) -> None:
+        """Stores the geometry targets' mean and std [7] (the geometry head's normalisation)."""
+        if not self.cfg.geometry_head:
+            raise ValueError(
+                "set_geometry_stats: this network has no geometry head (ModelConfig.geometry_head)"
+            )
+        self.geometry_mean.copy_(torch.as_tensor(mean, dtype=torch.float32).reshape(GEOMETRY_DIM))
+        self.geometry_std.copy_(
+            torch.as_tensor(std, dtype=torch.float32).reshape(GEOMETRY_DIM).clamp_min(1e-6)
+        )
+
+    def predict_geometry(self, x: Tensor) -> Tensor:  # [B, 5, H, W] -> [B, 7] (metres, radians)
+        """The geometry head's de-normalised estimate (`policy.data.GEOMETRY_TARGETS`), in eval mode."""
+        if not self.cfg.geometry_head:
+            raise ValueError(
+                "predict_geometry: this network has no geometry head (ModelConfig.geometry_head)"
+            )
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                out = self(x)
+        finally:
+            self.train(was_training)
+        return out[:, ACTION_DIM + 1 :] * self.geometry_std + self.geometry_mean
+
     def normalize_action(self, action: Tensor) -> Tensor:  # [..., 6] -> [..., 6]
         return (action - self.action_mean) / self.action_std
 
@@ -149,7 +191,7 @@ class PolicyNet(nn.Module):
     def forward(
         self,
         x: Tensor,  # [B, 5, H, W] float in [0, 1]
-    ) -> Tensor:  # [B, 7] normalised action (6), pre-grasp logit (1)
+    ) -> Tensor:  # [B, 7] normalised action (6), pre-grasp logit (1) (+ normalised geometry (7))
         if x.dim() != 4 or x.shape[1] != len(INPUT_CHANNELS):
             raise ValueError(f"PolicyNet expects [B, {len(INPUT_CHANNELS)}, H, W] input, got {list(x.shape)}")
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))

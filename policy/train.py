@@ -25,7 +25,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,11 +44,12 @@ from policy.data import (
     load_demos,
     split_episodes,
     stack_frames,
+    stack_geometry,
 )
 from policy.model import ACTION_DIM, ModelConfig, PolicyNet
 from splatsim.scene import LABEL_HAND, LABEL_OBJECT
 
-__all__ = ["TrainConfig", "TrainResult", "eq17_loss", "run_train"]
+__all__ = ["TrainConfig", "TrainResult", "eq17_loss", "geometry_loss", "run_train"]
 
 TRAIN_STATE = "train_state.pt"
 TRAIN_LOG = "train_log.json"
@@ -84,6 +85,12 @@ class TrainConfig:
     """lambda_C: weight of the score loss L_C (1 in Eq. 17). The action terms, each weighted 100, leave the
     score's MSE (at most 0.25) about a thousandth of the loss, so the shared layers learn little for the
     stop decision; a larger weight makes them."""
+    lambda_geometry: float = 0.0
+    """Weight of an auxiliary loss (0 = off, the paper): a second head estimates each frame's distance to
+    the object and the pre-grasp pose relative to it (`policy.data.GEOMETRY_TARGETS`, from the
+    demonstrations' poses and clearances), an MSE on targets normalised like the actions. The stop
+    decision hinges on that distance (the success band is 10 cm wide); a dense, continuous target for it
+    shapes the shared layers more than the binary stop label alone. The head is not exported."""
     cls_pos_weight: float = 1.0
     """Weight of the pre-grasp frames (Cls = 1) in the score loss L_C; 1 is the paper's plain MSE. They
     are one frame per episode, so a larger weight counters the imbalance."""
@@ -124,6 +131,7 @@ class TrainConfig:
             ("lambda_t", self.lambda_t >= 0, ">= 0"),
             ("lambda_r", self.lambda_r >= 0, ">= 0"),
             ("lambda_c", self.lambda_c >= 0, ">= 0"),
+            ("lambda_geometry", self.lambda_geometry >= 0, ">= 0"),
             ("cls_pos_weight", self.cls_pos_weight > 0, "> 0"),
             ("tau_c", 0 < self.tau_c < 1, "a threshold in (0, 1)"),
             ("val_fraction", 0 <= self.val_fraction < 1, "a fraction in [0, 1)"),
@@ -192,6 +200,33 @@ def eq17_loss(
     return total, {"L_T": l_t.detach(), "L_R": l_r.detach(), "L_C": l_c.detach()}
 
 
+def geometry_loss(
+    pred: Tensor,  # [B, 7] normalised geometry estimate
+    target: Tensor,  # [B, 7] normalised targets, NaN where unknown
+) -> Tensor:
+    """MSE over the known entries of the geometry targets (0 when none is known)."""
+    known = ~torch.isnan(target)
+    diff = torch.where(known, pred - torch.nan_to_num(target), torch.zeros_like(pred))
+    return (diff**2).sum() / known.sum().clamp_min(1)
+
+
+def geometry_stats(geometry: Tensor) -> tuple[Tensor, Tensor]:  # [N, 7] -> mean [7], std [7]
+    """Per-target mean and std over the known (finite) entries; 0 / 1 for a target never known."""
+    g = geometry.double()
+    known = ~torch.isnan(g)
+    n = known.sum(0).clamp_min(1)
+    mean = torch.where(known, g, 0.0).sum(0) / n
+    var = torch.where(known, (g - mean) ** 2, 0.0).sum(0) / n
+    std = var.sqrt()
+    std = torch.where(std > 1e-8, std, torch.ones_like(std))
+    return mean.float(), std.float()
+
+
+def model_config(cfg: TrainConfig) -> ModelConfig:
+    """The network shape `run_train` builds: ``cfg.model`` with the geometry head iff ``lambda_geometry`` > 0."""
+    return replace(cfg.model, geometry_head=cfg.lambda_geometry > 0)
+
+
 def _config_hash(cfg: TrainConfig, files: list[str]) -> str:
     d = asdict(cfg)
     for k in _RUN_ONLY_FIELDS:
@@ -236,9 +271,12 @@ def _evaluate(
     frames: tuple[Tensor, Tensor, Tensor, Tensor],
     cfg: TrainConfig,
     batch_size: int = 64,
+    geometry: Tensor | None = None,
 ) -> dict[str, float]:
-    """Validation losses (Eq. 17 and parts) and readable errors on frames (rgb, mask, actions, cls)."""
+    """Validation losses (Eq. 17 and parts) and readable errors on frames (rgb, mask, actions, cls), and
+    the geometry head's loss and distance error when it has one."""
     rgb, mask, actions, cls = frames
+    with_geometry = net.cfg.geometry_head and geometry is not None
     dev = next(net.parameters()).device
     n = int(actions.shape[0])
     if n == 0:
@@ -246,14 +284,28 @@ def _evaluate(
     net.eval()
     sums = dict.fromkeys(("loss", "L_T", "L_R", "L_C"), 0.0)
     rot_err = trans_err = 0.0
+    geo_loss = dist_err = 0.0
+    dist_n = 0
     tp = fp = fn = 0
     with torch.no_grad():
         for b0 in range(0, n, batch_size):
             idx = torch.arange(b0, min(n, b0 + batch_size))
             out = net(_batch(rgb, mask, idx, None, None).to(dev)).cpu()
             target = net.normalize_action(actions[idx].to(dev)).cpu()
-            loss, parts = eq17_loss(out, target, cls[idx], cfg.lambda_t, cfg.lambda_r, 1.0, cfg.lambda_c)
+            loss, parts = eq17_loss(
+                out[:, : ACTION_DIM + 1], target, cls[idx], cfg.lambda_t, cfg.lambda_r, 1.0, cfg.lambda_c
+            )
             k = len(idx)
+            if with_geometry:
+                g_mean, g_std = net.geometry_mean.cpu(), net.geometry_std.cpu()
+                l_g = geometry_loss(out[:, ACTION_DIM + 1 :], (geometry[idx] - g_mean) / g_std)
+                loss = loss + cfg.lambda_geometry * l_g
+                geo_loss += float(l_g) * k
+                d_pred = out[:, ACTION_DIM + 1] * g_std[0] + g_mean[0]
+                d_true = geometry[idx, 0]
+                ok = ~torch.isnan(d_true)
+                dist_err += float((d_pred[ok] - d_true[ok]).abs().sum())
+                dist_n += int(ok.sum())
             sums["loss"] += float(loss) * k
             for name, v in parts.items():
                 sums[name] += float(v) * k
@@ -271,6 +323,9 @@ def _evaluate(
     res["trans_mae_mm"] = 1000.0 * trans_err / (3 * n)
     res["stop_precision"] = tp / (tp + fp) if tp + fp else float("nan")
     res["stop_recall"] = tp / (tp + fn) if tp + fn else float("nan")
+    if with_geometry:
+        res["L_G"] = geo_loss / n
+        res["distance_mae_mm"] = 1000.0 * dist_err / dist_n if dist_n else float("nan")
     return res
 
 
@@ -300,7 +355,7 @@ def _write_curve(path: Path, step_log: list[tuple[int, float]], history: list[di
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     ax = axes[1]
-    for key, label in (("val_L_T", "L_T"), ("val_L_R", "L_R"), ("val_L_C", "L_C")):
+    for key, label in (("val_L_T", "L_T"), ("val_L_R", "L_R"), ("val_L_C", "L_C"), ("val_L_G", "L_G")):
         pts = [(h["epoch"], h[key]) for h in history if key in h]
         if pts:
             e, v = zip(*pts)
@@ -371,6 +426,17 @@ def run_train(
     val_eps = [demos.episodes[i] for i in val_idx]
     rgb, mask, actions, cls, _ = stack_frames(train_eps)
     val_frames = stack_frames(val_eps)[:4] if val_eps else None
+    model_cfg = model_config(cfg)
+    geometry = val_geometry = None
+    if model_cfg.geometry_head:
+        geometry = stack_geometry(train_eps)
+        if bool(torch.isnan(geometry).all()):
+            raise ValueError(
+                f"TrainConfig.lambda_geometry = {cfg.lambda_geometry}: the training episodes record no poses and "
+                "clearances to derive the geometry targets from (shards written by `splatsim demos` do); "
+                "set it to 0"
+            )
+        val_geometry = stack_geometry(val_eps) if val_eps else None
     n_train = int(actions.shape[0])
     if n_train < 2:
         raise ValueError(f"only {n_train} training frame(s); need at least 2")
@@ -386,20 +452,22 @@ def run_train(
     )
 
     torch.manual_seed(cfg.seed)
-    net = PolicyNet(cfg.model)
+    net = PolicyNet(model_cfg)
     if cfg.init_from is not None:
         from policy.checkpoint import load_policy
 
         init, _ = load_policy(cfg.init_from)
-        if init.cfg.as_dict() != cfg.model.as_dict():
+        if init.cfg.as_dict() != model_cfg.as_dict():
             raise ValueError(
                 f"TrainConfig.init_from = {cfg.init_from}: its model {init.cfg.as_dict()} differs from "
-                f"TrainConfig.model {cfg.model.as_dict()}"
+                f"TrainConfig.model {model_cfg.as_dict()} (lambda_geometry > 0 adds the geometry head)"
             )
         net.load_state_dict(init.state_dict())
     else:
         mean, std = action_stats(actions)
         net.set_action_stats(mean, std)
+        if geometry is not None:
+            net.set_geometry_stats(*geometry_stats(geometry))
     net.to(dev)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     shuffle_g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 1)
@@ -516,7 +584,7 @@ def run_train(
                     group["lr"] = _lr_at(cfg, step, total_steps)
                 out_t = net(x)
                 loss, parts = eq17_loss(
-                    out_t,
+                    out_t[:, : ACTION_DIM + 1],
                     target,
                     cls[idx].to(dev),
                     cfg.lambda_t,
@@ -524,6 +592,11 @@ def run_train(
                     cfg.cls_pos_weight,
                     cfg.lambda_c,
                 )
+                if geometry is not None:
+                    g_target = (geometry[idx].to(dev) - net.geometry_mean) / net.geometry_std
+                    l_g = geometry_loss(out_t[:, ACTION_DIM + 1 :], g_target)
+                    loss = loss + cfg.lambda_geometry * l_g
+                    parts["L_G"] = l_g.detach()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -552,7 +625,7 @@ def run_train(
                     entry.update(
                         {
                             f"val_{k}" if k != "loss" else "val_loss": v
-                            for k, v in _evaluate(net, val_frames, cfg).items()
+                            for k, v in _evaluate(net, val_frames, cfg, geometry=val_geometry).items()
                         }
                     )
                 entry["elapsed_s"] = time.perf_counter() - t_start
@@ -564,7 +637,12 @@ def run_train(
                 if "val_loss" in entry:
                     msg += (
                         f", val {entry['val_loss']:.4f} (rot {entry['val_rot_mae_deg']:.2f} deg, "
-                        f"trans {entry['val_trans_mae_mm']:.1f} mm, stop recall {entry['val_stop_recall']:.2f})"
+                        f"trans {entry['val_trans_mae_mm']:.1f} mm, stop recall {entry['val_stop_recall']:.2f}"
+                        + (
+                            f", distance {entry['val_distance_mae_mm']:.1f} mm)"
+                            if "val_distance_mae_mm" in entry
+                            else ")"
+                        )
                     )
                 log(msg)
                 save()

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from policy.data import episode_from_trajgen, load_demos, split_episodes
+from policy.data import episode_from_trajgen, geometry_targets, load_demos, split_episodes
 from policy.env import SceneGeometry
 from policy.metrics import MetricsConfig, episode_metrics
-from splatsim.conventions import PinholeIntrinsics
+from splatsim.conventions import PinholeIntrinsics, apply_action
 from splatsim.scene import LABEL_HAND, LABEL_OBJECT, object_like_scene
 from trajgen.dataset import write_episode
 from trajgen.episodes import HandEyeRenderer, build_episode
@@ -85,9 +85,25 @@ def test_recovery_frames_reach_training_with_their_episode(tmp_path, setup):
         mem = episode_from_trajgen(b)
         n = b.num_samples + b.recovery.num_samples
         assert e.num_frames == mem.num_frames == n and e.attrs["recovery_frames"] == b.recovery.num_samples
-        for key in ("rgb", "mask", "actions", "cls"):
+        for key in ("rgb", "mask", "actions", "cls", "geometry"):
             np.testing.assert_array_equal(getattr(e, key), getattr(mem, key))
         np.testing.assert_array_equal(e.actions[b.num_samples :], b.recovery.actions.astype(np.float32))
         np.testing.assert_array_equal(e.cls[: b.num_samples], b.cls.astype(np.float32))
     train, val = split_episodes([e.key for e in demos.episodes], 0.5, 0)
     assert sorted(train + val) == [0, 1]  # whole episodes (with their recovery frames) on one side
+
+
+def test_geometry_targets_are_the_object_distance_and_the_step_to_the_pregrasp_pose(setup):
+    _, clearance, _, plan = setup
+    for traj, clear in zip(plan.trajectories, plan.clearances):
+        for poses, c in ((traj.poses, clear), (traj.recovery.poses, traj.recovery.clearance)):
+            g = geometry_targets(poses.numpy(), plan.pregrasp_pose.numpy(), c.numpy())
+            assert g.shape == (len(poses), 7) and g.dtype == np.float32
+            # the distance column is the nearest object point, measured afresh here
+            np.testing.assert_allclose(g[:, 0], clearance(poses[:, :3, 3])[:, 1].numpy(), atol=1e-6)
+            # the rest is the one step that reaches the pre-grasp pose
+            reached = apply_action(poses, torch.from_numpy(g[:, 1:]).double())
+            torch.testing.assert_close(reached, plan.pregrasp_pose.expand_as(reached), atol=2e-6, rtol=0)
+        assert 0.25 < g[:, 0].min() < g[:, 0].max() < 1.5
+    with pytest.raises(ValueError, match=r"\[T, 4, 4\], \[4, 4\], \[T, 2\]"):
+        geometry_targets(np.eye(4)[None], np.eye(4), np.ones((2, 2)))

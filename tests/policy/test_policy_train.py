@@ -187,3 +187,68 @@ def test_cuda_training_matches_cpu_and_resumes_on_the_cpu(tmp_path, demo_dir) ->
         y_cpu = net.eval()(x)
         y_gpu = net.cuda()(x.cuda()).cpu()
     torch.testing.assert_close(y_gpu, y_cpu, rtol=1e-4, atol=1e-4)
+
+
+def test_geometry_head_learns_from_the_demonstrations_poses_and_is_left_out_of_the_export(tmp_path, demo_dir):
+    from policy.data import load_demos, make_policy_input, stack_geometry
+    from policy.export import ExportConfig, run_export
+    from policy.model import ExportWrapper
+    from policy.train import geometry_stats
+
+    cfg = _cfg(
+        demo_dir,
+        tmp_path / "geo",
+        epochs=25,
+        lr=3e-3,
+        lambda_t=0.0,
+        lambda_r=0.0,
+        lambda_c=0.0,
+        lambda_geometry=1.0,
+        val_fraction=0.0,
+    )
+    r = run_train(cfg)
+    net, meta = load_policy(r.out_dir)
+    assert net.cfg.geometry_head and meta["model"]["geometry_head"] is True
+    # its normalisation is the training frames' statistics, stored with the weights
+    demos = load_demos([demo_dir])
+    target = stack_geometry(demos.episodes)
+    mean, std = geometry_stats(target)
+    torch.testing.assert_close(net.geometry_mean, mean)
+    torch.testing.assert_close(net.geometry_std, std)
+    # the head learns: its error on the frames falls far below the untrained head's (which says the mean)
+    x = torch.stack([make_policy_input(f, m) for e in demos.episodes for f, m in zip(e.rgb, e.mask)])
+    untrained = PolicyNet(net.cfg)
+    untrained.set_action_stats(net.action_mean, net.action_std)
+    untrained.set_geometry_stats(mean, std)
+    err = ((net.predict_geometry(x) - target) / std).pow(2).mean()
+    err0 = ((untrained.predict_geometry(x) - target) / std).pow(2).mean()
+    assert err0 > 0.1 and err < 0.25 * err0, (float(err), float(err0))
+    x = torch.rand(3, 5, SIZE, SIZE)
+    assert net.predict_geometry(x).shape == (3, 7)
+    # the policy's outputs are unchanged by the head: predict, the export wrapper and ONNX give action and score
+    a, c = net.predict(x)
+    net.eval()
+    ea, ec = ExportWrapper(net)(x)
+    torch.testing.assert_close(a, ea)
+    torch.testing.assert_close(c, ec)
+    ex = run_export(ExportConfig(policy=r.out_dir, out=tmp_path / "export", check_samples=4))
+    assert ex.max_abs_diff <= 1e-4
+    # validation reports the head's error in millimetres
+    v = run_train(_cfg(demo_dir, tmp_path / "val", epochs=1, lambda_geometry=1.0))
+    assert {"val_L_G", "val_distance_mae_mm"} <= set(v.history[0])
+    # without the head nothing of it appears
+    assert "val_L_G" not in run_train(_cfg(demo_dir, tmp_path / "plain", epochs=1)).history[0]
+
+
+def test_geometry_head_needs_poses_and_a_matching_init(tmp_path, demo_dir, trained_policy) -> None:
+    from policy.data import load_demos
+
+    demos = load_demos([demo_dir])
+    for e in demos.episodes:
+        e.geometry = None  # shards from before poses were stored
+    with pytest.raises(ValueError, match="lambda_geometry = 1.0: the training episodes record no poses"):
+        run_train(_cfg(demo_dir, tmp_path / "a", lambda_geometry=1.0), demos=demos)
+    with pytest.raises(ValueError, match="geometry head"):
+        run_train(_cfg(demo_dir, tmp_path / "b", max_steps=1, init_from=trained_policy, lambda_geometry=1.0))
+    with pytest.raises(ValueError, match="lambda_geometry"):
+        run_train(_cfg(demo_dir, tmp_path / "c", lambda_geometry=-1.0))
