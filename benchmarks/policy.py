@@ -49,7 +49,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from policy.augment import AugmentConfig  # noqa: E402
 from policy.data import DemoSet, episode_from_trajgen  # noqa: E402
 from policy.evaluate import EvalConfig, EvalObject, StartConfig, run_eval  # noqa: E402
 from policy.ibvs import IBVSConfig, calibrate_area_fraction  # noqa: E402
@@ -126,6 +127,8 @@ class Settings:
     """lambda_C, the score loss's weight in Eq. 17 (`TrainConfig.lambda_c`; the paper: 1)."""
     lambda_geometry: float = 0.0
     """`TrainConfig.lambda_geometry`: the auxiliary geometry head's loss weight (0: off)."""
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    """`TrainConfig.augment`: the training augmentations."""
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
     """Recovery samples and stop labels of the demonstrations (`trajgen.recovery`; off: the paper's)."""
     dagger: int = 0
@@ -578,6 +581,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         cls_pos_weight=s.cls_pos_weight,
         lambda_c=s.lambda_c,
         lambda_geometry=s.lambda_geometry,
+        augment=s.augment,
         val_fraction=0.1,
         seed=0,
         resume=False,
@@ -699,6 +703,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "cls_pos_weight": s.cls_pos_weight,
         "lambda_c": s.lambda_c,
         "lambda_geometry": s.lambda_geometry,
+        "augment": asdict(s.augment),
         "train_final": train_final,
         "reused_policy": args.reuse_policy,
         "ibvs_area_fraction": area,

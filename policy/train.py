@@ -141,6 +141,11 @@ class TrainConfig:
         for name, ok, expected in checks:
             if not ok:
                 raise ValueError(f"TrainConfig.{name} = {getattr(self, name)!r}; expected {expected}")
+        if self.model.geometry_head and self.lambda_geometry == 0:
+            raise ValueError(
+                "TrainConfig.model.geometry_head = True with lambda_geometry = 0; the head follows "
+                "lambda_geometry: set lambda_geometry > 0 to train one"
+            )
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"TrainConfig.max_steps = {self.max_steps}; expected None or >= 1")
         self.model.validate()

@@ -252,3 +252,5 @@ def test_geometry_head_needs_poses_and_a_matching_init(tmp_path, demo_dir, train
         run_train(_cfg(demo_dir, tmp_path / "b", max_steps=1, init_from=trained_policy, lambda_geometry=1.0))
     with pytest.raises(ValueError, match="lambda_geometry"):
         run_train(_cfg(demo_dir, tmp_path / "c", lambda_geometry=-1.0))
+    with pytest.raises(ValueError, match="the head follows lambda_geometry"):
+        run_train(_cfg(demo_dir, tmp_path / "d", model=ModelConfig(SIZE, 4, geometry_head=True)))
