@@ -31,6 +31,7 @@ __all__ = [
     "EpisodeData",
     "GEOMETRY_TARGETS",
     "assemble_input",
+    "column_stats",
     "find_shards",
     "geometry_targets",
     "load_demos",
@@ -503,10 +504,19 @@ def stack_geometry(episodes: Sequence[EpisodeData]) -> Tensor:  # [N, 7] float32
 
 
 def action_stats(actions: Tensor) -> tuple[Tensor, Tensor]:  # [N, 6] -> mean [6], std [6]
-    """Per-dimension mean and standard deviation (population) of the actions."""
-    actions = actions.double()
-    mean = actions.mean(0)
-    std = actions.std(0, unbiased=False) if actions.shape[0] > 1 else torch.ones(6, dtype=torch.float64)
+    """Per-dimension mean and standard deviation (population) of the actions (`column_stats`)."""
+    return column_stats(actions)
+
+
+def column_stats(x: Tensor) -> tuple[Tensor, Tensor]:  # [N, D] -> mean [D], std [D]
+    """Per-column mean and population standard deviation over the known (non-NaN) entries, in float64,
+    returned as float32. A std below 1e-8 (a constant column, one entry) becomes 1; a column never known
+    gets mean 0, std 1. The normalisation of the actions and of the geometry targets."""
+    x = x.double()
+    known = ~torch.isnan(x)
+    n = known.sum(0).clamp_min(1)
+    mean = torch.where(known, x, 0.0).sum(0) / n
+    std = (torch.where(known, (x - mean) ** 2, 0.0).sum(0) / n).sqrt()
     std = torch.where(std > 1e-8, std, torch.ones_like(std))
     return mean.float(), std.float()
 

@@ -173,20 +173,19 @@ class PolicyNet(nn.Module):
             raise ValueError(
                 "predict_geometry: this network has no geometry head (ModelConfig.geometry_head)"
             )
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.no_grad():
-                out = self(x)
-        finally:
-            self.train(was_training)
-        return out[:, ACTION_DIM + 1 :] * self.geometry_std + self.geometry_mean
+        return self.denormalize_geometry(self._eval_forward(x)[:, ACTION_DIM + 1 :])
 
     def normalize_action(self, action: Tensor) -> Tensor:  # [..., 6] -> [..., 6]
         return (action - self.action_mean) / self.action_std
 
     def denormalize_action(self, action_norm: Tensor) -> Tensor:  # [..., 6] -> [..., 6]
         return action_norm * self.action_std + self.action_mean
+
+    def normalize_geometry(self, geometry: Tensor) -> Tensor:  # [..., 7] -> [..., 7] (geometry head only)
+        return (geometry - self.geometry_mean) / self.geometry_std
+
+    def denormalize_geometry(self, geometry_norm: Tensor) -> Tensor:  # [..., 7] -> [..., 7]
+        return geometry_norm * self.geometry_std + self.geometry_mean
 
     def forward(
         self,
@@ -199,17 +198,21 @@ class PolicyNet(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))
 
     @torch.no_grad()
+    def _eval_forward(self, x: Tensor) -> Tensor:
+        """``self(x)`` in eval mode without gradients; the training mode is restored afterwards."""
+        was_training = self.training
+        self.eval()
+        try:
+            return self(x)
+        finally:
+            self.train(was_training)
+
     def predict(
         self,
         x: Tensor,  # [B, 5, H, W]
     ) -> tuple[Tensor, Tensor]:  # action [B, 6] (radians, metres), score C [B] in [0, 1]
         """De-normalised action and pre-grasp score, in eval mode."""
-        was_training = self.training
-        self.eval()
-        try:
-            out = self(x)
-        finally:
-            self.train(was_training)
+        out = self._eval_forward(x)
         return self.denormalize_action(out[:, :ACTION_DIM]), torch.sigmoid(out[:, ACTION_DIM])
 
 

@@ -41,6 +41,7 @@ from policy.data import (
     action_stats,
     assemble_input,
     camera_intrinsics_or_default,
+    column_stats,
     load_demos,
     split_episodes,
     stack_frames,
@@ -215,18 +216,6 @@ def geometry_loss(
     return (diff**2).sum() / known.sum().clamp_min(1)
 
 
-def geometry_stats(geometry: Tensor) -> tuple[Tensor, Tensor]:  # [N, 7] -> mean [7], std [7]
-    """Per-target mean and std over the known (finite) entries; 0 / 1 for a target never known."""
-    g = geometry.double()
-    known = ~torch.isnan(g)
-    n = known.sum(0).clamp_min(1)
-    mean = torch.where(known, g, 0.0).sum(0) / n
-    var = torch.where(known, (g - mean) ** 2, 0.0).sum(0) / n
-    std = var.sqrt()
-    std = torch.where(std > 1e-8, std, torch.ones_like(std))
-    return mean.float(), std.float()
-
-
 def model_config(cfg: TrainConfig) -> ModelConfig:
     """The network shape `run_train` builds: ``cfg.model`` with the geometry head iff ``lambda_geometry`` > 0."""
     return replace(cfg.model, geometry_head=cfg.lambda_geometry > 0)
@@ -302,11 +291,11 @@ def _evaluate(
             )
             k = len(idx)
             if with_geometry:
-                g_mean, g_std = net.geometry_mean.cpu(), net.geometry_std.cpu()
-                l_g = geometry_loss(out[:, ACTION_DIM + 1 :], (geometry[idx] - g_mean) / g_std)
+                g_out = out[:, ACTION_DIM + 1 :].to(dev)
+                l_g = geometry_loss(g_out, net.normalize_geometry(geometry[idx].to(dev))).cpu()
                 loss = loss + cfg.lambda_geometry * l_g
                 geo_loss += float(l_g) * k
-                d_pred = out[:, ACTION_DIM + 1] * g_std[0] + g_mean[0]
+                d_pred = net.denormalize_geometry(g_out)[:, 0].cpu()
                 d_true = geometry[idx, 0]
                 ok = ~torch.isnan(d_true)
                 dist_err += float((d_pred[ok] - d_true[ok]).abs().sum())
@@ -472,7 +461,7 @@ def run_train(
         mean, std = action_stats(actions)
         net.set_action_stats(mean, std)
         if geometry is not None:
-            net.set_geometry_stats(*geometry_stats(geometry))
+            net.set_geometry_stats(*column_stats(geometry))
     net.to(dev)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     shuffle_g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 1)
@@ -598,8 +587,9 @@ def run_train(
                     cfg.lambda_c,
                 )
                 if geometry is not None:
-                    g_target = (geometry[idx].to(dev) - net.geometry_mean) / net.geometry_std
-                    l_g = geometry_loss(out_t[:, ACTION_DIM + 1 :], g_target)
+                    l_g = geometry_loss(
+                        out_t[:, ACTION_DIM + 1 :], net.normalize_geometry(geometry[idx].to(dev))
+                    )
                     loss = loss + cfg.lambda_geometry * l_g
                     parts["L_G"] = l_g.detach()
                 opt.zero_grad(set_to_none=True)

@@ -190,10 +190,9 @@ def test_cuda_training_matches_cpu_and_resumes_on_the_cpu(tmp_path, demo_dir) ->
 
 
 def test_geometry_head_learns_from_the_demonstrations_poses_and_is_left_out_of_the_export(tmp_path, demo_dir):
-    from policy.data import load_demos, make_policy_input, stack_geometry
+    from policy.data import column_stats, load_demos, make_policy_input, stack_geometry
     from policy.export import ExportConfig, run_export
     from policy.model import ExportWrapper
-    from policy.train import geometry_stats
 
     cfg = _cfg(
         demo_dir,
@@ -212,7 +211,7 @@ def test_geometry_head_learns_from_the_demonstrations_poses_and_is_left_out_of_t
     # its normalisation is the training frames' statistics, stored with the weights
     demos = load_demos([demo_dir])
     target = stack_geometry(demos.episodes)
-    mean, std = geometry_stats(target)
+    mean, std = column_stats(target)
     torch.testing.assert_close(net.geometry_mean, mean)
     torch.testing.assert_close(net.geometry_std, std)
     # the head learns: its error on the frames falls far below the untrained head's (which says the mean)
