@@ -137,6 +137,11 @@ class Settings:
     """Rollouts per seen object and DAgger round."""
     dagger_epochs: int = 3
     """Fine-tuning epochs per DAgger round."""
+    train_scenes: tuple[tuple[int, float], ...] = ((0, 1.0),)
+    """The seen objects' training scenes as (synth seed, object scale) pairs (`SynthConfig.seed`,
+    `SynthConfig.object_scale`), ``k`` demonstration starts each. (0, 1.0) is the scene the evaluation
+    flies in; others show the same object at another size (the hand closed around it) and, with
+    another seed, another hold, so that the object's image size alone does not tell the distance."""
 
 
 RECOVERY = RecoveryConfig(
@@ -233,11 +238,12 @@ def _normal_quats(normals: np.ndarray) -> np.ndarray:
     return q / np.linalg.norm(q, axis=1, keepdims=True)
 
 
-def mesh_scene(obj: str, seed: int) -> tuple[GaussianScene, dict[str, Any]]:
-    """The synthetic handover scene of ``obj`` as labelled Gaussians on its ground-truth surfaces."""
+def mesh_scene(obj: str, seed: int, object_scale: float = 1.0) -> tuple[GaussianScene, dict[str, Any]]:
+    """The synthetic handover scene of ``obj`` (scaled by ``object_scale``, the hand closed around it)
+    as labelled Gaussians on its ground-truth surfaces."""
     from recon.synth import SynthConfig, build_scene
 
-    synth = build_scene(SynthConfig(object=obj, seed=seed))
+    synth = build_scene(SynthConfig(object=obj, seed=seed, object_scale=object_scale))
     rng = np.random.default_rng([seed, 7])
     means, quats, scales, colors, labels = [], [], [], [], []
     for surf in synth.surfaces:
@@ -271,15 +277,22 @@ def mesh_scene(obj: str, seed: int) -> tuple[GaussianScene, dict[str, Any]]:
     }
 
 
-def recon_scene(obj: str, seed: int, work: Path) -> GaussianScene:
+def recon_scene(obj: str, seed: int, work: Path, object_scale: float = 1.0) -> GaussianScene:
     """The real path: synthetic capture, then the reconstruction stage."""
     from recon.pipeline import ReconConfig, run_recon
     from recon.synth import SynthConfig, generate_capture
 
-    cap_dir = work / obj / "capture"
+    name = scene_name(obj, seed, object_scale)
+    cap_dir = work / name / "capture"
     if not (cap_dir / "capture.json").is_file():
-        generate_capture(SynthConfig(object=obj, seed=seed, resolution_scale=0.5), cap_dir, overwrite=True)
-    return run_recon(ReconConfig(progress=False), cap_dir, work / obj / "scene").scene
+        cfg = SynthConfig(object=obj, seed=seed, resolution_scale=0.5, object_scale=object_scale)
+        generate_capture(cfg, cap_dir, overwrite=True)
+    return run_recon(ReconConfig(progress=False), cap_dir, work / name / "scene").scene
+
+
+def scene_name(obj: str, seed: int, object_scale: float) -> str:
+    """The object's name for its evaluation scene (seed 0, scale 1); ``obj@s<seed>x<scale>`` otherwise."""
+    return obj if (seed, object_scale) == (0, 1.0) else f"{obj}@s{seed}x{object_scale:g}"
 
 
 def object_grasps(scene: GaussianScene, top_k: int, seed: int, gripper: str) -> np.ndarray:  # [T, 4, 4]
@@ -534,15 +547,34 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         _log(f"scene {name}: {scene.num_gaussians} Gaussians, {len(grasps)} grasp targets")
     timings["scenes_and_grasps_s"] = time.perf_counter() - t
 
-    # 3: demonstrations (seen objects only)
+    # 3: demonstrations (seen objects only), in each of the training scenes
+    from trajgen.grasps import NoSafeGraspError
+
     t = time.perf_counter()
     episodes = []
     demo_stats = {}
+    skipped = []
     for name in s.seen:
-        eps, st = make_demos(name, objects[name]["scene"], objects[name]["grasps"], s, plan_cfg, camera)
-        episodes += eps
-        demo_stats[name] = st
-        _log(f"demos {name}: {st}")
+        for seed, scale in s.train_scenes:
+            key = scene_name(name, seed, scale)
+            if key in objects:
+                scene, grasps = objects[key]["scene"], objects[key]["grasps"]
+            else:
+                scene = (
+                    mesh_scene(name, seed, scale)[0]
+                    if args.scenes == "mesh"
+                    else recon_scene(name, seed, out / "recon", scale)
+                )
+                try:
+                    grasps = object_grasps(scene, s.top_k, seed=0, gripper=get_object(name).gripper)
+                except NoSafeGraspError as e:  # e.g. an apple scaled past the gripper's stroke
+                    _log(f"training scene {key}: no safe grasp, left out ({str(e).split(':')[0]})")
+                    skipped.append(key)
+                    continue
+            eps, st = make_demos(key, scene, grasps, s, plan_cfg, camera)
+            episodes += eps
+            demo_stats[key] = st
+            _log(f"demos {key}: {st}")
     timings["demos_s"] = time.perf_counter() - t
     _log(f"demonstrations: {len(episodes)} episodes in {timings['demos_s']:.0f} s")
     intr = policy_intrinsics(camera)
@@ -697,6 +729,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "stop_positives": sum(st["stop_positives"] for st in demo_stats.values()),
             "recovery": s.recovery.as_dict(),
             "per_object": demo_stats,
+            "train_scenes": [list(x) for x in s.train_scenes],
+            "train_scenes_without_grasp": skipped,
         },
         "model": {"image_size": s.image_size, "width": s.width, "epochs": s.epochs, "steps": train_steps},
         "dagger_settings": {"rounds": rounds, "starts_per_object": starts_r, "epochs": epochs_r},

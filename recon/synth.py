@@ -139,6 +139,10 @@ class SynthConfig:
     """Gap the closing fingers and palm stop at (metres)."""
     hand_scale: float = 1.0
     """Hand size relative to an average adult hand (jittered by +-5%)."""
+    object_scale: float = 1.0
+    """Uniform scale of the object about its bounding-box centre (texture included); the hand closes
+    around the scaled object as around any other. Varies apparent size independently of the hand, e.g.
+    for training data where an object's image size must not give away its distance."""
 
     def image_size(self) -> tuple[int, int]:
         """Output (width, height) in pixels."""
@@ -168,6 +172,8 @@ class SynthConfig:
             raise ValueError(f"SynthConfig.num_views = {self.num_views}; expected >= 1")
         if self.supersample < 1:
             raise ValueError(f"SynthConfig.supersample = {self.supersample}; expected >= 1")
+        if not (math.isfinite(self.object_scale) and 0.5 <= self.object_scale <= 2.0):
+            raise ValueError(f"SynthConfig.object_scale = {self.object_scale}; expected 0.5 to 2.0")
         lo, hi = self.camera_radius
         if not 0.2 <= lo <= hi:
             raise ValueError(f"SynthConfig.camera_radius = {self.camera_radius}; expected 0.2 <= min <= max")
@@ -555,6 +561,9 @@ class SynthScene:
     person_direction: np.ndarray  # [3] unit, horizontal, object -> person
     key_light: np.ndarray  # [3] unit, toward the light
     fill_light: np.ndarray  # [3]
+    object_scale: float = 1.0
+    """The object's uniform scale (`SynthConfig.object_scale`): its mesh is ``object_pose`` applied to
+    ``object_scale`` times the catalogue mesh."""
     _raycaster: Any = field(default=None, repr=False)
     _normals: list[np.ndarray] = field(default_factory=list, repr=False)
 
@@ -579,11 +588,11 @@ class SynthScene:
         return self._raycaster
 
 
-def _object_albedo(obj: CatalogueObject, T: np.ndarray):
+def _object_albedo(obj: CatalogueObject, T: np.ndarray, scale: float = 1.0):
     R, t = T[:3, :3], T[:3, 3]
 
     def albedo(p: np.ndarray, nrm: np.ndarray, prim: np.ndarray) -> np.ndarray:
-        return obj.albedo((p - t) @ R, nrm @ R)
+        return obj.albedo((p - t) @ R / scale, nrm @ R)
 
     return albedo
 
@@ -681,20 +690,21 @@ def build_scene(cfg: SynthConfig) -> SynthScene:
     ez = np.array([0.0, 0.0, 1.0])
 
     # Grasp frame in the object frame: palm normal n (into the object) and finger direction d.
-    half = obj.size / 2
+    k = cfg.object_scale
+    half = k * obj.size / 2
     if pose in ("wrap", "pinch"):
         n_o = -obj.palm_side
         d_o = np.cross(n_o, ez)
         if pose == "wrap":  # the object lies diagonally across the palm, fingers pointing a little down
             d_o = _rotate(d_o, n_o, math.radians(rng.uniform(12.0, 24.0)))
-        grip_o = obj.grip_center.copy()
+        grip_o = k * obj.grip_center
         if pose == "pinch":
             grip_o[2] += 0.3 * half[2]
     else:  # under
         n_o = ez.copy()
         d_o = -obj.palm_side
         reach = float(np.abs(half @ d_o))
-        grip_o = obj.grip_center + d_o * np.clip(reach - 0.04 * scale, -0.01, 0.03)
+        grip_o = k * obj.grip_center + d_o * np.clip(reach - 0.04 * scale, -0.01, 0.03)
         grip_o[2] = -half[2]
 
     # Object pose in the scene: small tilt, yaw so the forearm points back toward the person.
@@ -709,7 +719,7 @@ def build_scene(cfg: SynthConfig) -> SynthScene:
     center = np.array([0.0, 0.0, rng.uniform(*cfg.hold_height)])
     T_obj = np.eye(4)
     T_obj[:3, :3], T_obj[:3, 3] = R_obj, center
-    obj_mesh = obj.trimesh.transformed(T_obj)
+    obj_mesh = obj.trimesh.transformed(T_obj @ np.diag([k, k, k, 1.0]))
 
     slope = math.radians(rng.uniform(10.0, 25.0) if pose != "pinch" else rng.uniform(5.0, 15.0))
     forearm_dir = np.array(
@@ -775,7 +785,7 @@ def build_scene(cfg: SynthConfig) -> SynthScene:
 
     seed = int(rng.integers(1 << 30))
     surfaces = [
-        _Surface("object", obj_mesh, LABEL_OBJECT, _object_albedo(obj, T_obj)),
+        _Surface("object", obj_mesh, LABEL_OBJECT, _object_albedo(obj, T_obj, k)),
         _Surface("hand", hand.mesh, LABEL_HAND, _hand_albedo(hand, skin, seed + 1)),
         _Surface(
             "table", table, LABEL_BACKGROUND, _env_albedo("table", T_tab[:3, 3], T_tab[:3, 0], seed + 2, rng)
@@ -796,7 +806,7 @@ def build_scene(cfg: SynthConfig) -> SynthScene:
     ]
     key = _unit(0.6 * cam_dir + 0.35 * right + ez)
     fill = _unit(0.5 * cam_dir - 0.8 * right + 0.3 * ez)
-    return SynthScene(surfaces, obj, T_obj, pose, hand.keypoints, center, person_dir, key, fill)
+    return SynthScene(surfaces, obj, T_obj, pose, hand.keypoints, center, person_dir, key, fill, k)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -1040,7 +1050,8 @@ def generate_capture(cfg: SynthConfig, out: Path | str, overwrite: bool = False)
         "object_name": scene.object.name,
         "object_description": scene.object.description,
         "object_pose": scene.object_pose,
-        "object_size": scene.object.size,
+        "object_scale": scene.object_scale,
+        "object_size": scene.object.size * scene.object_scale,
         "hand_pose": scene.hand_pose,
         "hand_keypoints": scene.hand_keypoints,
         "hand_object_min_distance": _min_distance(obj_s.mesh, hand_s.mesh),

@@ -12,7 +12,7 @@ import pytest
 
 from recon.capture import CaptureError, load_capture
 from recon.catalogue import get_object, object_names
-from recon.synth import SynthConfig, contact_sheet, generate_capture, synthesize_views
+from recon.synth import SynthConfig, build_scene, contact_sheet, generate_capture, synthesize_views
 
 # 320x240, one colour ray per pixel: the geometry is what most tests look at.
 FAST = SynthConfig(resolution_scale=0.5, supersample=1, seed=3)
@@ -251,6 +251,33 @@ def test_other_poses_and_objects_hold_the_object():
         assert sum((v.mask == 1).any() and (v.mask == 2).any() for v in views) >= 2, obj
 
 
+@pytest.mark.parametrize(("obj", "scale"), [("mug", 0.8), ("gelatin_box", 1.25), ("apple", 1.25)])
+def test_object_scale_scales_the_object_and_the_hand_closes_around_it(obj, scale):
+    base = build_scene(SynthConfig(object=obj, seed=2))
+    scaled = build_scene(SynthConfig(object=obj, seed=2, object_scale=scale))
+    assert scaled.object_scale == scale and base.object_scale == 1.0
+    ext = [np.ptp(s.surface("object").mesh.vertices @ s.object_pose[:3, :3], axis=0) for s in (base, scaled)]
+    np.testing.assert_allclose(ext[1], scale * ext[0], rtol=1e-9)
+    np.testing.assert_allclose(ext[0], get_object(obj).size, rtol=1e-9)
+    np.testing.assert_allclose(scaled.object_pose, base.object_pose)  # same hold: only the size changes
+    # the texture scales with the object: the same object-frame point has the same colour (but for
+    # vertices on a decal's edge, where rounding picks either side)
+    v0, v1 = base.surface("object").mesh.vertices, scaled.surface("object").mesh.vertices
+    nrm = base.surface("object").mesh.vertex_normals()
+    prim = np.zeros(len(v0), np.int64)
+    c0, c1 = base.surface("object").albedo(v0, nrm, prim), scaled.surface("object").albedo(v1, nrm, prim)
+    assert np.mean(np.abs(c1 - c0).max(axis=1) < 1e-6) > 0.95
+    # the hand touches the scaled object and no hand vertex is inside it
+    om, hm = scaled.surface("object").mesh, scaled.surface("hand").mesh
+    rc = o3d.t.geometry.RaycastingScene()
+    rc.add_triangles(
+        o3d.core.Tensor(om.vertices.astype(np.float32)), o3d.core.Tensor(om.triangles.astype(np.uint32))
+    )
+    q = o3d.core.Tensor(hm.vertices.astype(np.float32))
+    assert rc.compute_distance(q).numpy().min() < 0.003
+    assert not (rc.compute_occupancy(q, nsamples=3).numpy() > 0.5).any()
+
+
 def test_refuses_to_overwrite(capture):
     with pytest.raises(CaptureError, match="overwrite"):
         generate_capture(FAST, capture.root)
@@ -263,6 +290,9 @@ def test_bad_config_raises():
         SynthConfig(hand_pose="fist").validate()  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="num_views"):
         SynthConfig(num_views=0).validate()
+    for bad in (0.0, 3.0, float("nan")):
+        with pytest.raises(ValueError, match="object_scale"):
+            SynthConfig(object_scale=bad).validate()
 
 
 def test_contact_sheet(capture, tmp_path):
