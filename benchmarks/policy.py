@@ -125,6 +125,9 @@ class Settings:
     cls_pos_weight: float = 5.0
     lambda_c: float = 1.0
     """lambda_C, the score loss's weight in Eq. 17 (`TrainConfig.lambda_c`; the paper: 1)."""
+    stem_pool: bool = True
+    """`ModelConfig.stem_pool`: ResNet-18's max-pool after the stem (off: every stage at twice the
+    resolution)."""
     lambda_geometry: float = 0.0
     """`TrainConfig.lambda_geometry`: the auxiliary geometry head's loss weight (0: off)."""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -605,7 +608,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     train_cfg = TrainConfig(
         data=(),
         out=out / "policy",
-        model=ModelConfig(image_size=s.image_size, width=s.width),
+        model=ModelConfig(image_size=s.image_size, width=s.width, stem_pool=s.stem_pool),
         epochs=s.epochs,
         batch_size=s.batch_size,
         lr=s.lr,
@@ -732,7 +735,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "train_scenes": [list(x) for x in s.train_scenes],
             "train_scenes_without_grasp": skipped,
         },
-        "model": {"image_size": s.image_size, "width": s.width, "epochs": s.epochs, "steps": train_steps},
+        "model": {
+            "image_size": s.image_size,
+            "width": s.width,
+            "stem_pool": s.stem_pool,
+            "epochs": s.epochs,
+            "steps": train_steps,
+        },
         "dagger_settings": {"rounds": rounds, "starts_per_object": starts_r, "epochs": epochs_r},
         "cls_pos_weight": s.cls_pos_weight,
         "lambda_c": s.lambda_c,

@@ -17,7 +17,8 @@ as buffers (``action = mean + std * out[:6]``); the 7th is the pre-grasp logit, 
 
 The network is torchvision's ``resnet18`` layout (7x7 stride-2 stem, max-pool, four stages of two basic
 blocks, global average pool, linear head) with a 5-channel stem and a configurable width, written here
-because torchvision does not import on the development machines.
+because torchvision does not import on the development machines. ``ModelConfig.stem_pool = False``
+drops the stem's max-pool (as ResNets for small images do), doubling every stage's resolution.
 """
 
 from __future__ import annotations
@@ -54,6 +55,10 @@ class ModelConfig:
     """Channels of the first stage (doubling per stage: 64-128-256-512 in ResNet-18)."""
     blocks: tuple[int, int, int, int] = (2, 2, 2, 2)
     """Basic blocks per stage ((2, 2, 2, 2) is ResNet-18)."""
+    stem_pool: bool = True
+    """The stem's 3x3 stride-2 max-pool (ResNet-18's). Off, every stage runs at twice the resolution
+    (four times the pixels): for small inputs, where at 64 px ResNet-18 leaves 2x2 cells and an object of
+    18 px less than one cell of its last stage. Costs about 4x the compute at the same width."""
     geometry_head: bool = False
     """Seven more outputs after the action and logit: the frame's `policy.data.GEOMETRY_TARGETS` (distance
     to the object, pre-grasp pose), normalised, an auxiliary training target; set by
@@ -82,6 +87,7 @@ class ModelConfig:
             int(d["image_size"]),
             int(d["width"]),
             tuple(int(b) for b in d["blocks"]),
+            bool(d.get("stem_pool", True)),
             bool(d.get("geometry_head", False)),
         ).validate()
 
@@ -119,7 +125,7 @@ class PolicyNet(nn.Module):
         self.conv1 = nn.Conv2d(len(INPUT_CHANNELS), w, 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(w)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        self.maxpool = nn.MaxPool2d(3, 2, 1) if self.cfg.stem_pool else nn.Identity()
         stages = []
         c_in = w
         for i, n in enumerate(self.cfg.blocks):

@@ -89,3 +89,24 @@ def test_eq17_unlabelled_frames_leave_l_c() -> None:
     assert parts["L_C"].item() == pytest.approx(0.25)
     total, parts = eq17_loss(out, target, torch.full((3,), float("nan")))
     assert parts["L_C"].item() == 0.0 and torch.isfinite(total)
+
+
+def test_stem_without_pool_doubles_every_stage_resolution(tmp_path) -> None:
+    pooled, unpooled = (
+        PolicyNet(ModelConfig(64, 4)).eval(),
+        PolicyNet(ModelConfig(64, 4, stem_pool=False)).eval(),
+    )
+    unpooled.load_state_dict(pooled.state_dict())  # the same parameters: only the max-pool goes
+    x = torch.rand(2, len(INPUT_CHANNELS), 64, 64)
+    feats = []
+    for net in (pooled, unpooled):
+        h = net.maxpool(net.relu(net.bn1(net.conv1(x))))
+        feats.append(net.layer4(net.layer3(net.layer2(net.layer1(h)))).shape[-2:])
+    assert tuple(feats[0]) == (2, 2) and tuple(feats[1]) == (4, 4)
+    assert unpooled(x).shape == (2, ACTION_DIM + 1)
+    assert not torch.allclose(unpooled(x), pooled(x))
+    # the setting survives the config round trip (checkpoints), and old configs without it keep the pool
+    assert ModelConfig.from_dict(unpooled.cfg.as_dict()) == unpooled.cfg
+    old = pooled.cfg.as_dict()
+    old.pop("stem_pool")
+    assert ModelConfig.from_dict(old).stem_pool is True
