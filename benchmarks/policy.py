@@ -118,6 +118,9 @@ class Settings:
     translation_step: float = 0.06
     rotation_step_deg: float = 12.0
     min_height: float | None = 0.05
+    pregrasp_distance: float | None = None
+    """`PlanConfig.pregrasp_distance`: the demonstrations' pre-grasp at this distance from the object
+    (None: ``s`` = 0.3 m behind the grasp, Eq. 7)."""
     final_approach_distance: float = 0.0
     """`PlanConfig.final_approach_distance`: slow down over the last this many metres (0: off)."""
     final_approach_step: float = 0.02
@@ -392,9 +395,9 @@ def dagger_episodes(
     from policy.robot_splat import SplatCamera, SplatRobot
     from policy.runtime import TorchPolicy
     from splatsim.conventions import angle_between_rotations, pose_to_action
-    from trajgen.planning import plan_grasp, plan_seed
+    from trajgen.planning import plan_grasp, plan_seed, planned_pregrasp
     from trajgen.recovery import stop_labels
-    from trajgen.trajectory import expert_step, pregrasp_pose
+    from trajgen.trajectory import expert_step
 
     net, meta = load_policy(policy_dir)
     fn = TorchPolicy(net)
@@ -424,7 +427,7 @@ def dagger_episodes(
         clearance = scene_clearance(scene)
         cfg_k = type(plan_cfg)(**{**plan_cfg.as_dict(), "k": starts, "recovery": RecoveryConfig()})
         plan = plan_grasp(torch.from_numpy(grasp), clearance, cfg_k, plan_seed(1000 + round_index, name, 0))
-        pre = pregrasp_pose(torch.from_numpy(grasp), plan_cfg.s)
+        pre = planned_pregrasp(torch.from_numpy(grasp), clearance, plan_cfg)
         target = torch.from_numpy(geo.object_center)
         for j, traj in enumerate(plan.trajectories):
             robot = SplatRobot(traj.poses[0].numpy())
@@ -474,13 +477,15 @@ def expert_reference(
     from policy.env import SceneGeometry, camera_from_meta
     from policy.evaluate import sample_eval_starts
     from policy.metrics import episode_metrics
-    from trajgen.trajectory import plan_three_phase, pregrasp_pose
+    from trajgen.planning import planned_pregrasp
+    from trajgen.trajectory import plan_three_phase
 
     intr = camera_from_meta(cam_meta)[0]
     start_cfg = ev_cfg.starts.updated_from_plan(plan)
     res: dict[str, list[bool]] = {"seen": [], "unseen": []}
     for obj in eval_objects:
         geo = SceneGeometry.from_scene(obj.scene)
+        clearance = scene_clearance(obj.scene)
         starts = sample_eval_starts(
             geo, obj.grasp_poses, ev_cfg.starts_per_object, ev_cfg.seed, obj.name, start_cfg
         )
@@ -488,7 +493,7 @@ def expert_reference(
             grasp = torch.from_numpy(obj.grasp_poses[i % len(obj.grasp_poses)])
             traj = plan_three_phase(
                 torch.from_numpy(start),
-                pregrasp_pose(grasp, plan_cfg.s),
+                planned_pregrasp(grasp, clearance, plan_cfg),
                 torch.from_numpy(geo.object_center),
                 **plan_cfg.step_kwargs(),
             )
@@ -534,6 +539,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         translation_step=s.translation_step,
         rotation_step_deg=s.rotation_step_deg,
         min_height=s.min_height,
+        pregrasp_distance=s.pregrasp_distance,
         final_approach_distance=s.final_approach_distance,
         final_approach_step=s.final_approach_step,
         recovery=s.recovery,
@@ -744,6 +750,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "dagger_settings": {"rounds": rounds, "starts_per_object": starts_r, "epochs": epochs_r},
         "cls_pos_weight": s.cls_pos_weight,
+        "pregrasp_distance": s.pregrasp_distance,
         "lambda_c": s.lambda_c,
         "lambda_geometry": s.lambda_geometry,
         "augment": asdict(s.augment),

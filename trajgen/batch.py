@@ -61,9 +61,9 @@ from trajgen.planning import (
     background_points,
     plan_grasp,
     plan_seed,
+    planned_pregrasp,
     pregrasp_problem,
 )
-from trajgen.trajectory import pregrasp_pose
 
 __all__ = [
     "DemosConfig",
@@ -345,7 +345,7 @@ class _ScenePlanner:
         self._plans: dict[int, GraspPlan] = {}
 
     def _problem(self, pose: np.ndarray) -> str | None:
-        pre = pregrasp_pose(torch.from_numpy(np.asarray(pose, np.float64)), self.cfg.plan.s)
+        pre = planned_pregrasp(torch.from_numpy(np.asarray(pose, np.float64)), self.clearance, self.cfg.plan)
         return pregrasp_problem(pre, self.clearance, self.cfg.plan)
 
     def _backfill(self, grasps: Any) -> None:

@@ -78,6 +78,11 @@ class PlanConfig:
     ``d_background > 0`` and background points."""
     s: float = 0.3
     """s: the pre-grasp pose is this far back along the grasp's approach axis (Eq. 7)."""
+    pregrasp_distance: float | None = None
+    """Slide the pre-grasp pose along the approach axis until it is this far from the nearest object point
+    (metres; the closed-loop evaluation's distance), instead of ``s`` behind the grasp pose. With ``s`` alone
+    the pre-grasp's distance to the object depends on the grasp (0.405-0.445 m over the catalogue at
+    s = 0.3), so demonstrations stop at object-dependent distances; None: Eq. 7 as written."""
     d: float = 0.5
     """d: phase 2 ends once the distance to the pre-grasp position is below this (Eq. 8)."""
     phi_deg: float = 0.0
@@ -121,6 +126,11 @@ class PlanConfig:
             ("d_min", self.d_min >= 0, "a length >= 0 in metres"),
             ("d_background", self.d_background >= 0, "a length >= 0 in metres"),
             ("s", self.s > 0, "a positive length in metres"),
+            (
+                "pregrasp_distance",
+                self.pregrasp_distance is None or self.pregrasp_distance > self.d_min,
+                f"None or a length > d_min ({self.d_min} m)",
+            ),
             ("translation_step", self.translation_step > 0, "a positive length in metres"),
             ("d", self.d > self.translation_step, f"a length > translation_step ({self.translation_step} m)"),
             ("phi_deg", 0 <= self.phi_deg < 180, "an angle in [0, 180) degrees"),
@@ -264,6 +274,37 @@ def pregrasp_problem(pre: Tensor, clearance: PointClearance, cfg: PlanConfig) ->
     return None
 
 
+def planned_pregrasp(
+    grasp_pose: Tensor,  # [4, 4] scene frame, approach +z
+    clearance: PointClearance,
+    cfg: PlanConfig,
+) -> Tensor:  # [4, 4]
+    """The pre-grasp pose the planner flies to: Eq. 7 (``s`` back along the approach axis) or, with
+    ``cfg.pregrasp_distance``, the point on that axis behind the grasp at that distance from the nearest
+    object point (bisection; the distance grows as the camera backs away along the axis)."""
+    grasp_pose = torch.as_tensor(grasp_pose, dtype=torch.float64)
+    if cfg.pregrasp_distance is None:
+        return pregrasp_pose(grasp_pose, cfg.s)
+    target = float(cfg.pregrasp_distance)
+
+    def excess(back: float) -> float:
+        p = grasp_pose[:3, 3] - back * grasp_pose[:3, 2]
+        return float(clearance(p[None])[0, 1]) - target
+
+    lo, hi = 0.0, cfg.s + 2.0 * target
+    if excess(hi) < 0.0:
+        raise ValueError(
+            f"PlanConfig.pregrasp_distance = {target} m: no point within {hi:.2f} m behind the grasp along its "
+            "approach axis is that far from the object; expected a smaller distance"
+        )
+    if excess(lo) >= 0.0:  # the grasp pose itself is already that far: stay on it
+        return grasp_pose.clone()
+    for _ in range(48):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if excess(mid) < 0.0 else (lo, mid)
+    return pregrasp_pose(grasp_pose, hi)
+
+
 def plan_grasp(
     grasp_pose: Tensor,  # [4, 4] scene frame, approach +z
     clearance: PointClearance,
@@ -276,7 +317,7 @@ def plan_grasp(
         raise ValueError(
             f"plan_grasp: grasp_pose must be a finite 4x4 matrix, got shape {tuple(grasp_pose.shape)}"
         )
-    pre = pregrasp_pose(grasp_pose, cfg.s)
+    pre = planned_pregrasp(grasp_pose, clearance, cfg)
     counts = dict.fromkeys(PLAN_COUNTERS, 0)
     plan = GraspPlan(grasp_pose, pre, [], [], counts)
 

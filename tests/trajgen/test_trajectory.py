@@ -21,6 +21,7 @@ from trajgen.planning import (
     background_points,
     plan_grasp,
     plan_seed,
+    planned_pregrasp,
 )
 from trajgen.start_poses import line_of_sight_clear
 from trajgen.trajectory import face_target_rotation, plan_three_phase, pregrasp_pose, trajectory_actions
@@ -360,3 +361,27 @@ def test_final_approach_slows_down_near_the_pregrasp_and_off_is_the_paper():
         PlanConfig(translation_step=0.03, final_approach_step=0.05).validate()
     with pytest.raises(ValueError, match="final_approach_distance"):
         PlanConfig(final_approach_distance=-0.1).validate()
+
+
+def test_pregrasp_distance_slides_the_pregrasp_along_the_approach_axis(scene_points):
+    hand, obj = scene_points
+    clearance = PointClearance(hand, obj)
+    paper = PlanConfig(up=UP, k=3)
+    fixed = replace(paper, pregrasp_distance=0.33).validate()
+    for i, g in enumerate(grasp_poses()):
+        grasp = torch.from_numpy(g)
+        assert torch.equal(planned_pregrasp(grasp, clearance, paper), pregrasp_pose(grasp, paper.s))  # Eq. 7
+        pre = planned_pregrasp(grasp, clearance, fixed)
+        # at the asked distance from the nearest object point (brute force), same rotation, on the axis behind
+        d = _brute_min_distance(pre[None, :3, 3].numpy(), obj)[0]
+        assert d == pytest.approx(0.33, abs=1e-6)
+        assert torch.equal(pre[:3, :3], grasp[:3, :3])
+        offset = grasp[:3, 3] - pre[:3, 3]
+        back = float(offset @ grasp[:3, 2])
+        assert back > 0 and float(torch.linalg.vector_norm(offset - back * grasp[:3, 2])) < 1e-9
+        # the planner flies there
+        plan = plan_grasp(grasp, clearance, fixed, plan_seed(0, "scene", i))
+        assert torch.equal(plan.pregrasp_pose, pre)
+        assert plan.trajectories and all(torch.equal(t.poses[-1], pre) for t in plan.trajectories)
+    with pytest.raises(ValueError, match="pregrasp_distance"):
+        replace(paper, pregrasp_distance=paper.d_min).validate()
