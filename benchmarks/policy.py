@@ -305,16 +305,35 @@ def scene_name(obj: str, seed: int, object_scale: float) -> str:
     return obj if (seed, object_scale) == (0, 1.0) else f"{obj}@s{seed}x{object_scale:g}"
 
 
-def object_grasps(scene: GaussianScene, top_k: int, seed: int, gripper: str) -> np.ndarray:  # [T, 4, 4]
-    from trajgen.grasps import GraspConfig, compute_grasps
+def object_grasps(
+    scene: GaussianScene, top_k: int, seed: int, gripper: str, plan_cfg: Any = None
+) -> np.ndarray:  # [T, 4, 4]
+    """The best ``top_k`` safe grasps; with ``plan_cfg``, the best ``top_k`` whose pre-grasp pose can be
+    flown to (`trajgen.planning.pregrasp_problem`), like `splatsim demos`' backfill. Raises
+    `NoSafeGraspError` when there is none."""
+    from trajgen.grasps import GraspConfig, NoSafeGraspError, compute_grasps
     from trajgen.gripper import gripper_by_name
+    from trajgen.planning import planned_pregrasp, pregrasp_problem
 
     means = scene.means.double().numpy()
     labels = scene.labels.numpy()
     obj, hand = means[labels == LABEL_OBJECT], means[labels == LABEL_HAND]
     cfg = GraspConfig(top_k=top_k, seed=seed, plot=False, gripper=gripper_by_name(gripper))
     res = compute_grasps(obj, hand, cfg)
-    return res.target_poses()
+    if plan_cfg is None:
+        return res.target_poses()
+    clearance = scene_clearance(scene)
+    usable = [
+        g
+        for g in res.kept_poses()
+        if pregrasp_problem(planned_pregrasp(torch.from_numpy(g), clearance, plan_cfg), clearance, plan_cfg)
+        is None
+    ][:top_k]
+    if not usable:
+        raise NoSafeGraspError(
+            f"none of the {len(res.kept)} safe grasps has a pre-grasp pose the planner can fly to"
+        )
+    return np.stack(usable)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -555,7 +574,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     objects: dict[str, dict[str, Any]] = {}
     for name in (*s.seen, *s.unseen):
         scene = mesh_scene(name, seed=0)[0] if args.scenes == "mesh" else recon_scene(name, 0, out / "recon")
-        grasps = object_grasps(scene, s.top_k, seed=0, gripper=get_object(name).gripper)
+        grasps = object_grasps(scene, s.top_k, seed=0, gripper=get_object(name).gripper, plan_cfg=plan_cfg)
         objects[name] = {"scene": scene, "grasps": grasps}
         _log(f"scene {name}: {scene.num_gaussians} Gaussians, {len(grasps)} grasp targets")
     timings["scenes_and_grasps_s"] = time.perf_counter() - t
@@ -579,9 +598,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     else recon_scene(name, seed, out / "recon", scale)
                 )
                 try:
-                    grasps = object_grasps(scene, s.top_k, seed=0, gripper=get_object(name).gripper)
+                    grasps = object_grasps(
+                        scene, s.top_k, seed=0, gripper=get_object(name).gripper, plan_cfg=plan_cfg
+                    )
                 except NoSafeGraspError as e:  # e.g. an apple scaled past the gripper's stroke
-                    _log(f"training scene {key}: no safe grasp, left out ({str(e).split(':')[0]})")
+                    _log(f"training scene {key}: no usable grasp, left out ({str(e).split(':')[0]})")
                     skipped.append(key)
                     continue
             eps, st = make_demos(key, scene, grasps, s, plan_cfg, camera)
