@@ -323,12 +323,13 @@ def object_grasps(
     if plan_cfg is None:
         return res.target_poses()
     clearance = scene_clearance(scene)
-    usable = [
-        g
-        for g in res.kept_poses()
-        if pregrasp_problem(planned_pregrasp(torch.from_numpy(g), clearance, plan_cfg), clearance, plan_cfg)
-        is None
-    ][:top_k]
+    usable = []
+    for g in res.kept_poses():  # best first; stop at top_k
+        pre = planned_pregrasp(torch.from_numpy(g), clearance, plan_cfg)
+        if pregrasp_problem(pre, clearance, plan_cfg) is None:
+            usable.append(g)
+            if len(usable) == top_k:
+                break
     if not usable:
         raise NoSafeGraspError(
             f"none of the {len(res.kept)} safe grasps has a pre-grasp pose the planner can fly to"
@@ -418,7 +419,7 @@ def dagger_episodes(
     from policy.robot_splat import SplatCamera, SplatRobot
     from policy.runtime import TorchPolicy
     from splatsim.conventions import angle_between_rotations, pose_to_action
-    from trajgen.planning import plan_grasp, plan_seed, planned_pregrasp
+    from trajgen.planning import plan_grasp, plan_seed
     from trajgen.recovery import stop_labels
     from trajgen.trajectory import expert_step
 
@@ -450,7 +451,7 @@ def dagger_episodes(
         clearance = scene_clearance(scene)
         cfg_k = type(plan_cfg)(**{**plan_cfg.as_dict(), "k": starts, "recovery": RecoveryConfig()})
         plan = plan_grasp(torch.from_numpy(grasp), clearance, cfg_k, plan_seed(1000 + round_index, name, 0))
-        pre = planned_pregrasp(torch.from_numpy(grasp), clearance, plan_cfg)
+        pre = plan.pregrasp_pose  # cfg_k keeps plan_cfg's pre-grasp settings
         target = torch.from_numpy(geo.object_center)
         for j, traj in enumerate(plan.trajectories):
             robot = SplatRobot(traj.poses[0].numpy())
@@ -569,12 +570,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ).validate()
     timings: dict[str, float] = {}
 
+    def scene_and_grasps(name: str, seed: int = 0, scale: float = 1.0) -> tuple[GaussianScene, np.ndarray]:
+        if args.scenes == "mesh":
+            scene = mesh_scene(name, seed, scale)[0]
+        else:
+            scene = recon_scene(name, seed, out / "recon", scale)
+        grasps = object_grasps(scene, s.top_k, seed=0, gripper=get_object(name).gripper, plan_cfg=plan_cfg)
+        return scene, grasps
+
     # 1-2: scenes and grasps
     t = time.perf_counter()
     objects: dict[str, dict[str, Any]] = {}
     for name in (*s.seen, *s.unseen):
-        scene = mesh_scene(name, seed=0)[0] if args.scenes == "mesh" else recon_scene(name, 0, out / "recon")
-        grasps = object_grasps(scene, s.top_k, seed=0, gripper=get_object(name).gripper, plan_cfg=plan_cfg)
+        scene, grasps = scene_and_grasps(name)
         objects[name] = {"scene": scene, "grasps": grasps}
         _log(f"scene {name}: {scene.num_gaussians} Gaussians, {len(grasps)} grasp targets")
     timings["scenes_and_grasps_s"] = time.perf_counter() - t
@@ -592,15 +600,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if key in objects:
                 scene, grasps = objects[key]["scene"], objects[key]["grasps"]
             else:
-                scene = (
-                    mesh_scene(name, seed, scale)[0]
-                    if args.scenes == "mesh"
-                    else recon_scene(name, seed, out / "recon", scale)
-                )
                 try:
-                    grasps = object_grasps(
-                        scene, s.top_k, seed=0, gripper=get_object(name).gripper, plan_cfg=plan_cfg
-                    )
+                    scene, grasps = scene_and_grasps(name, seed, scale)
                 except NoSafeGraspError as e:  # e.g. an apple scaled past the gripper's stroke
                     _log(f"training scene {key}: no usable grasp, left out ({str(e).split(':')[0]})")
                     skipped.append(key)
