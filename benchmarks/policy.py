@@ -131,6 +131,10 @@ class Settings:
     stem_pool: bool = True
     """`ModelConfig.stem_pool`: ResNet-18's max-pool after the stem (off: every stage at twice the
     resolution)."""
+    input_pool: int = 1
+    """`ModelConfig.input_pool`: render at ``image_size * input_pool`` and let the network average the
+    input over ``input_pool`` x ``input_pool`` pixels, so that it works at ``image_size`` with anti-aliased
+    masks (1: render at ``image_size``)."""
     lambda_geometry: float = 0.0
     """`TrainConfig.lambda_geometry`: the auxiliary geometry head's loss weight (0: off)."""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -557,7 +561,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from trajgen.handeye import HandEyeConfig, policy_intrinsics
     from trajgen.planning import PlanConfig
 
-    camera = HandEyeConfig(width=s.image_size, height=s.image_size)
+    render_size = s.image_size * s.input_pool
+    camera = HandEyeConfig(width=render_size, height=render_size)
     plan_cfg = PlanConfig(
         k=s.k,
         translation_step=s.translation_step,
@@ -640,7 +645,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     train_cfg = TrainConfig(
         data=(),
         out=out / "policy",
-        model=ModelConfig(image_size=s.image_size, width=s.width, stem_pool=s.stem_pool),
+        model=ModelConfig(
+            image_size=render_size, width=s.width, stem_pool=s.stem_pool, input_pool=s.input_pool
+        ),
         epochs=s.epochs,
         batch_size=s.batch_size,
         lr=s.lr,
@@ -769,6 +776,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "model": {
             "image_size": s.image_size,
+            "input_pool": s.input_pool,
+            "render_size": render_size,
             "width": s.width,
             "stem_pool": s.stem_pool,
             "epochs": s.epochs,

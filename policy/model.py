@@ -19,6 +19,9 @@ The network is torchvision's ``resnet18`` layout (7x7 stride-2 stem, max-pool, f
 blocks, global average pool, linear head) with a 5-channel stem and a configurable width, written here
 because torchvision does not import on the development machines. ``ModelConfig.stem_pool = False``
 drops the stem's max-pool (as ResNets for small images do), doubling every stage's resolution.
+``ModelConfig.input_pool = k`` averages the input over k x k pixels before the stem: the network sees an
+``image_size / k`` image whose mask channels are coverage fractions (anti-aliased edges, so an object's
+image size is known to a fraction of a pixel) at the compute of the smaller image.
 """
 
 from __future__ import annotations
@@ -59,6 +62,13 @@ class ModelConfig:
     """The stem's 3x3 stride-2 max-pool (ResNet-18's). Off, every stage runs at twice the resolution
     (four times the pixels): for small inputs, where at 64 px ResNet-18 leaves 2x2 cells and an object of
     18 px less than one cell of its last stage. Costs about 4x the compute at the same width."""
+    input_pool: int = 1
+    """Average the input over ``input_pool`` x ``input_pool`` pixels before the stem (1: off). The input
+    stays ``image_size`` (what the camera renders and the exported graph takes); the layers after it see
+    ``image_size / input_pool``. Its masks are then the fraction of each coarse pixel the hand / object
+    covers, not 0 or 1: the object's outline, and so its image size, to a fraction of a coarse pixel.
+    At 64 px a pixel is about 3 cm of distance at 0.4 m from an 18 px object; 128 px pooled by 2 costs
+    the 64 px network's compute (the rendering is 128 px)."""
     geometry_head: bool = False
     """Seven more outputs after the action and logit: the frame's `policy.data.GEOMETRY_TARGETS` (distance
     to the object, pre-grasp pose), normalised, an auxiliary training target; set by
@@ -74,6 +84,12 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.width = {self.width!r}; expected an integer >= 4 channels")
         if len(self.blocks) != 4 or any(int(b) < 1 for b in self.blocks):
             raise ValueError(f"ModelConfig.blocks = {self.blocks!r}; expected four block counts >= 1")
+        k = self.input_pool
+        if not (isinstance(k, int) and k >= 1 and self.image_size % k == 0 and self.image_size // k >= 32):
+            raise ValueError(
+                f"ModelConfig.input_pool = {k!r} with image_size {self.image_size}; expected an integer >= 1 "
+                "that divides image_size and leaves at least 32 pixels"
+            )
         return self
 
     def as_dict(self) -> dict:
@@ -84,11 +100,12 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
         return cls(
-            int(d["image_size"]),
-            int(d["width"]),
-            tuple(int(b) for b in d["blocks"]),
-            bool(d.get("stem_pool", True)),
-            bool(d.get("geometry_head", False)),
+            image_size=int(d["image_size"]),
+            width=int(d["width"]),
+            blocks=tuple(int(b) for b in d["blocks"]),
+            stem_pool=bool(d.get("stem_pool", True)),
+            input_pool=int(d.get("input_pool", 1)),
+            geometry_head=bool(d.get("geometry_head", False)),
         ).validate()
 
 
@@ -125,6 +142,8 @@ class PolicyNet(nn.Module):
         self.conv1 = nn.Conv2d(len(INPUT_CHANNELS), w, 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(w)
         self.relu = nn.ReLU(inplace=True)
+        k = self.cfg.input_pool
+        self.input_pool = nn.AvgPool2d(k, k) if k > 1 else nn.Identity()
         self.maxpool = nn.MaxPool2d(3, 2, 1) if self.cfg.stem_pool else nn.Identity()
         stages = []
         c_in = w
@@ -199,7 +218,7 @@ class PolicyNet(nn.Module):
     ) -> Tensor:  # [B, 7] normalised action (6), pre-grasp logit (1) (+ normalised geometry (7))
         if x.dim() != 4 or x.shape[1] != len(INPUT_CHANNELS):
             raise ValueError(f"PolicyNet expects [B, {len(INPUT_CHANNELS)}, H, W] input, got {list(x.shape)}")
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.maxpool(self.relu(self.bn1(self.conv1(self.input_pool(x)))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.fc(torch.flatten(self.pool(x), 1))
 

@@ -110,3 +110,37 @@ def test_stem_without_pool_doubles_every_stage_resolution(tmp_path) -> None:
     old = pooled.cfg.as_dict()
     old.pop("stem_pool")
     assert ModelConfig.from_dict(old).stem_pool is True
+
+
+def test_input_pool_is_the_small_network_on_the_area_averaged_image(tmp_path) -> None:
+    """input_pool = 2 at 128 px equals the 64 px network on the 2x2-averaged input (soft masks)."""
+    small = PolicyNet(ModelConfig(64, 4)).eval()
+    pooled = PolicyNet(ModelConfig(128, 4, input_pool=2)).eval()
+    pooled.load_state_dict(small.state_dict())  # no parameters of its own
+    # a hard-edged disc at 128 px: its 64 px average has fractional coverage along the edge
+    yy, xx = torch.meshgrid(torch.arange(128.0), torch.arange(128.0), indexing="ij")
+    disc = (((yy - 60.3) ** 2 + (xx - 70.7) ** 2) < 21.5**2).float()
+    x = torch.rand(2, len(INPUT_CHANNELS), 128, 128)
+    x[:, 4] = disc
+    ref = x.reshape(2, 5, 64, 2, 64, 2).mean(dim=(3, 5))  # the slow reference: explicit 2x2 means
+    soft = ref[:, 4]
+    assert ((soft > 0) & (soft < 1)).any() and set(soft.unique().tolist()) <= {0.0, 0.25, 0.5, 0.75, 1.0}
+    torch.testing.assert_close(pooled(x), small(ref), atol=1e-5, rtol=1e-5)
+    assert ModelConfig.from_dict(pooled.cfg.as_dict()) == pooled.cfg
+    old = small.cfg.as_dict()
+    old.pop("input_pool")
+    assert ModelConfig.from_dict(old).input_pool == 1
+    for bad in (3, 0, 4):  # 3 does not divide 64, 0 is no factor, 4 would leave 16 px
+        with pytest.raises(ValueError, match="input_pool"):
+            ModelConfig(64, 4, input_pool=bad).validate()
+    # the exported graph takes the full-size image and matches torch
+    ort = pytest.importorskip("onnxruntime")
+    from policy.export import export_onnx
+
+    path = tmp_path / "p.onnx"
+    export_onnx(pooled, path)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert sess.get_inputs()[0].shape[-2:] == [128, 128]
+    a, s = sess.run(None, {"image": x.numpy()})
+    a_ref, s_ref = pooled.predict(x)
+    assert abs(a - a_ref.numpy()).max() <= 1e-4 and abs(s - s_ref.numpy()).max() <= 1e-4
