@@ -150,6 +150,13 @@ class Settings:
     train_seed: int = 0
     """`TrainConfig.seed` (the episode split, the initial weights, the batch order): another value
     repeats a run to see how much of a result is luck."""
+    procedural: int = 0
+    """Training-only procedural objects (`recon.catalogue.procedural_name`: boxes and cans in turn, sizes
+    drawn from household ranges), one scene each with ``procedural_k`` demonstration starts; never
+    evaluated. More shapes and sizes to learn from, so that the policy's distance judgement is not tied to
+    the seen objects' sizes (0: none)."""
+    procedural_k: int = 10
+    """Demonstration starts per procedural object."""
     train_scenes: tuple[tuple[int, float], ...] = ((0, 1.0),)
     """The seen objects' training scenes as (synth seed, object scale) pairs (`SynthConfig.seed`,
     `SynthConfig.object_scale`), ``k`` demonstration starts each. (0, 1.0) is the scene the evaluation
@@ -328,15 +335,21 @@ def object_grasps(
         return res.target_poses()
     clearance = scene_clearance(scene)
     usable = []
+    problems: dict[str, int] = {}
     for g in res.kept_poses():  # best first; stop at top_k
         pre = planned_pregrasp(torch.from_numpy(g), clearance, plan_cfg)
-        if pregrasp_problem(pre, clearance, plan_cfg) is None:
+        problem = pregrasp_problem(pre, clearance, plan_cfg)
+        if problem is None:
             usable.append(g)
             if len(usable) == top_k:
                 break
+        else:
+            why = problem.split(" (")[0]
+            problems[why] = problems.get(why, 0) + 1
     if not usable:
         raise NoSafeGraspError(
-            f"none of the {len(res.kept)} safe grasps has a pre-grasp pose the planner can fly to"
+            f"none of the {len(res.kept)} safe grasps has a pre-grasp pose the planner can fly to",
+            {"safe_grasps": len(res.kept), "pregrasp_problems": problems},
         )
     return np.stack(usable)
 
@@ -615,6 +628,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             episodes += eps
             demo_stats[key] = st
             _log(f"demos {key}: {st}")
+    for i in range(s.procedural):
+        from recon.catalogue import procedural_name
+
+        key = procedural_name("box" if i % 2 == 0 else "can", i // 2)
+        try:
+            scene, grasps = scene_and_grasps(key)
+        except NoSafeGraspError as e:
+            _log(f"procedural scene {key}: no usable grasp, left out ({str(e).split(':')[0]})")
+            skipped.append(key)
+            continue
+        eps, st = make_demos(key, scene, grasps, s, replace(plan_cfg, k=s.procedural_k), camera)
+        episodes += eps
+        demo_stats[key] = st
+        _log(f"demos {key}: {st}")
     timings["demos_s"] = time.perf_counter() - t
     _log(f"demonstrations: {len(episodes)} episodes in {timings['demos_s']:.0f} s")
     intr = policy_intrinsics(camera)
@@ -637,7 +664,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
     }
     demos = DemoSet([episode_from_trajgen(e) for e in episodes], cam_meta, [], plan_dict)
-    pre_masks = np.stack([e.mask[-1] for e in episodes])
+    # the seen objects' own scenes (not the extra training scenes): what the evaluation flies in
+    pre_masks = np.stack([e.mask[-1] for e in episodes if e.attrs["scene_id"] in s.seen])
     area = calibrate_area_fraction(pre_masks)
 
     # 4: training
@@ -772,6 +800,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "recovery": s.recovery.as_dict(),
             "per_object": demo_stats,
             "train_scenes": [list(x) for x in s.train_scenes],
+            "procedural": s.procedural,
+            "procedural_k": s.procedural_k,
             "train_scenes_without_grasp": skipped,
         },
         "model": {

@@ -15,6 +15,7 @@ The small mesh and texture toolkit used here (`TriMesh`, `lathe`, `tube`, `super
 
 from __future__ import annotations
 
+import colorsys
 import math
 import zlib
 from collections.abc import Callable, Sequence
@@ -35,7 +36,9 @@ __all__ = [
     "glyph_text",
     "hash01",
     "lathe",
+    "is_known_object",
     "object_names",
+    "procedural_name",
     "superellipsoid",
     "tube",
     "value_noise",
@@ -899,16 +902,105 @@ _ENTRIES: dict[str, _Entry] = {
 
 
 def object_names() -> list[str]:
-    """Names of all catalogue objects, sorted."""
+    """Names of all catalogue objects, sorted (the procedural ones are not listed: there is one per index)."""
     return sorted(_ENTRIES)
+
+
+PROCEDURAL_KINDS = ("box", "can")
+"""Shapes of the procedural objects (`procedural_name`)."""
+PROCEDURAL_BOX = ((0.06, 0.22), (0.025, 0.07), (0.06, 0.24))
+"""Uniform ranges (metres) of a procedural box's width (x), depth (y, across which the hand and the
+gripper close: at most 70 mm, inside a Robotiq 2F-85's 85 mm stroke) and height (z): a household
+range, from a tea box to a cereal box."""
+PROCEDURAL_CAN = ((0.02, 0.055), (0.04, 0.2))
+"""Uniform ranges (metres) of a procedural can's radius and height: from a spice jar to a coffee can.
+Cans wider than 75 mm are taken by the Robotiq 2F-140, like the master chef can."""
+
+
+def procedural_name(kind: str, index: int) -> str:
+    """Name of the ``index``-th procedural ``kind`` (``box`` or ``can``), e.g. ``procedural_box_007``.
+
+    Procedural objects are training material, not household objects: a box or a can whose size
+    (`PROCEDURAL_BOX`, `PROCEDURAL_CAN`) and label colours are drawn from a generator seeded by the kind
+    and the index, so the same name is always the same object. `get_object` builds them like catalogue
+    objects (a wrap grasp, the palm on the -x side), and `recon.synth` puts them in a hand.
+    """
+    if kind not in PROCEDURAL_KINDS:
+        raise ValueError(f"procedural object kind {kind!r}; expected one of {PROCEDURAL_KINDS}")
+    if not (isinstance(index, int) and 0 <= index <= 999):
+        raise ValueError(f"procedural object index {index!r}; expected an integer in [0, 999]")
+    return f"procedural_{kind}_{index:03d}"
+
+
+def _parse_procedural(name: str) -> tuple[str, int] | None:
+    parts = name.split("_")
+    if len(parts) != 3 or parts[0] != "procedural" or parts[1] not in PROCEDURAL_KINDS:
+        return None
+    if not (len(parts[2]) == 3 and parts[2].isdigit()):
+        return None
+    return parts[1], int(parts[2])
+
+
+def is_known_object(name: str) -> bool:
+    """Whether `get_object` knows ``name``: a catalogue object or a procedural one."""
+    return name in _ENTRIES or _parse_procedural(name) is not None
+
+
+def _hex(rgb: np.ndarray) -> str:
+    return "#" + "".join(f"{int(round(255 * float(np.clip(c, 0, 1)))):02x}" for c in rgb)
+
+
+def _procedural_entry(kind: str, index: int) -> _Entry:
+    rng = np.random.default_rng([0x5EED, PROCEDURAL_KINDS.index(kind), index])
+    hues = rng.uniform(0, 1, 3)
+    sats = rng.uniform(0.3, 0.95, 3)
+    vals = rng.uniform(0.35, 0.98, 3)
+    base, accent, text = (
+        _hex(np.asarray(colorsys.hsv_to_rgb(h, s, v))) for h, s, v in zip(hues, sats, vals, strict=True)
+    )
+    if kind == "box":
+        (wl, wh), (dl, dh), (hl, hh) = PROCEDURAL_BOX
+        w, d, h = rng.uniform(wl, wh), rng.uniform(dl, dh), rng.uniform(hl, hh)
+        w = max(w, d)  # x is the wider side, y the depth the hand closes across
+        size = (round(w, 4), round(d, 4), round(h, 4))
+        picture = (
+            (_hex(rng.uniform(0.2, 0.95, 3)), _hex(rng.uniform(0.05, 0.6, 3))) if rng.random() < 0.5 else None
+        )
+        e = _box_entry(
+            f"Procedural box {size[0]} x {size[1]} x {size[2]} m; wrapped around its depth.",
+            size,
+            base,
+            accent,
+            text,
+            picture=picture,
+        )
+        return e
+    (rl, rh), (hl, hh) = PROCEDURAL_CAN
+    r, h = round(rng.uniform(rl, rh), 4), round(rng.uniform(hl, hh), 4)
+    lo = rng.uniform(0.05, 0.5)
+    return _can_entry(
+        f"Procedural can, cylinder r {r} m, h {h} m; wrapped around its body.",
+        r,
+        h,
+        base,
+        accent,
+        text,
+        band_frac=(lo, min(0.95, lo + rng.uniform(0.2, 0.45))),
+        logo=_hex(rng.uniform(0.5, 1.0, 3)) if rng.random() < 0.5 else None,
+        gripper="robotiq_2f_140" if 2 * r > 0.075 else "robotiq_2f_85",
+    )
 
 
 @cache
 def get_object(name: str) -> CatalogueObject:
     """The catalogue object called ``name`` (built on first use, then cached)."""
-    if name not in _ENTRIES:
-        raise ValueError(f"Unknown catalogue object {name!r}; expected one of {object_names()}.")
-    e = _ENTRIES[name]
+    proc = _parse_procedural(name)
+    if name not in _ENTRIES and proc is None:
+        raise ValueError(
+            f"Unknown catalogue object {name!r}; expected one of {object_names()} or a procedural name "
+            "such as 'procedural_box_000' (recon.catalogue.procedural_name)."
+        )
+    e = _ENTRIES[name] if name in _ENTRIES else _procedural_entry(*proc)
     mesh = e.build()
     lo, hi = mesh.bounds()
     offset = (lo + hi) / 2

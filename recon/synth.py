@@ -55,6 +55,7 @@ from recon.catalogue import (
     get_object,
     glyph_text,
     hash01,
+    is_known_object,
     object_names,
     superellipsoid,
     value_noise,
@@ -162,8 +163,11 @@ class SynthConfig:
 
     def validate(self) -> None:
         """Raises ValueError naming the field for out-of-range settings."""
-        if self.object not in object_names():
-            raise ValueError(f"SynthConfig.object = {self.object!r}; expected one of {object_names()}")
+        if not is_known_object(self.object):
+            raise ValueError(
+                f"SynthConfig.object = {self.object!r}; expected one of {object_names()} or a procedural "
+                "object such as 'procedural_box_000' (recon.catalogue.procedural_name)"
+            )
         if self.hand_pose not in ("auto", "wrap", "under", "pinch"):
             raise ValueError(
                 f"SynthConfig.hand_pose = {self.hand_pose!r}; expected auto, wrap, under or pinch"

@@ -268,7 +268,11 @@ def test_object_scale_scales_the_object_and_the_hand_closes_around_it(obj, scale
     c0, c1 = base.surface("object").albedo(v0, nrm, prim), scaled.surface("object").albedo(v1, nrm, prim)
     assert np.mean(np.abs(c1 - c0).max(axis=1) < 1e-6) > 0.95
     # the hand touches the scaled object and no hand vertex is inside it
-    om, hm = scaled.surface("object").mesh, scaled.surface("hand").mesh
+    _hand_touches_without_penetrating(scaled)
+
+
+def _hand_touches_without_penetrating(scene) -> None:
+    om, hm = scene.surface("object").mesh, scene.surface("hand").mesh
     rc = o3d.t.geometry.RaycastingScene()
     rc.add_triangles(
         o3d.core.Tensor(om.vertices.astype(np.float32)), o3d.core.Tensor(om.triangles.astype(np.uint32))
@@ -276,6 +280,39 @@ def test_object_scale_scales_the_object_and_the_hand_closes_around_it(obj, scale
     q = o3d.core.Tensor(hm.vertices.astype(np.float32))
     assert rc.compute_distance(q).numpy().min() < 0.003
     assert not (rc.compute_occupancy(q, nsamples=3).numpy() > 0.5).any()
+
+
+def test_procedural_objects_are_seeded_in_range_and_held():
+    from recon.catalogue import PROCEDURAL_BOX, PROCEDURAL_CAN, is_known_object, procedural_name
+
+    names = [procedural_name(k, i) for k in ("box", "can") for i in range(12)]
+    assert names[0] == "procedural_box_000" and all(is_known_object(n) for n in names)
+    assert not any(n in object_names() for n in names)  # training material, not catalogue objects
+    sizes = {n: get_object(n).size for n in names}
+    assert len({tuple(np.round(v, 4)) for v in sizes.values()}) == len(names)  # each index its own object
+    for n, ext in sizes.items():
+        if "box" in n:
+            (wl, wh), (dl, dh), (hl, hh) = PROCEDURAL_BOX
+            assert dl - 1e-9 <= ext[1] <= dh + 1e-9 and ext[0] >= ext[1] and hl - 1e-9 <= ext[2] <= hh + 1e-9
+            assert ext[0] <= wh + 1e-9 and get_object(n).gripper == "robotiq_2f_85"
+        else:
+            (rl, rh), (hl, hh) = PROCEDURAL_CAN
+            r = ext[0] / 2
+            assert rl - 1e-9 <= r <= rh + 1e-9 and hl - 1e-9 <= ext[2] <= hh + 1e-9
+            assert get_object(n).gripper == ("robotiq_2f_140" if 2 * r > 0.075 else "robotiq_2f_85")
+    get_object.cache_clear()  # built again from the name alone: the same object
+    np.testing.assert_allclose(get_object(names[3]).size, sizes[names[3]])
+    for n in (names[1], names[14]):  # a box and a can in a hand
+        scene = build_scene(SynthConfig(object=n, seed=1))
+        ext = np.ptp(scene.surface("object").mesh.vertices @ scene.object_pose[:3, :3], axis=0)
+        np.testing.assert_allclose(ext, sizes[n], rtol=1e-9)
+        _hand_touches_without_penetrating(scene)
+    for bad in ("procedural_ball_000", "procedural_box_7", "procedural_box_x01"):
+        assert not is_known_object(bad)
+        with pytest.raises(ValueError, match="procedural"):
+            SynthConfig(object=bad).validate()
+    with pytest.raises(ValueError, match="kind"):
+        procedural_name("ball", 0)
 
 
 def test_refuses_to_overwrite(capture):
