@@ -24,7 +24,9 @@ The protocol (issue 6's Goal; the paper's §V-A at CPU scale):
    pre-grasp frame only, the paper's demonstrations): poses perturbed around the approach waypoints
    and around the pre-grasp pose, labelled with the planner's next step from there, and Cls = 1
    wherever stopping would succeed with a margin.
-4. Training: `policy.train.run_train` (Eq. 17, lambda_T = lambda_R = 100, Adam, episode-level split).
+4. Training: `policy.train.run_train` (Eq. 17, lambda_T = lambda_R = 100, Adam, episode-level split),
+   the images rendered at 128 px and averaged to 64 px by the network's first layer
+   (`ModelConfig.input_pool`: anti-aliased masks), no augmentation (`FULL` says why).
    ``--dagger N`` adds N DAgger rounds (`dagger_episodes`): the policy is rolled out from fresh
    training-like starts in the seen scenes, every view it visits is labelled by the planner (next step,
    stop label), and it is fine-tuned on the demonstrations plus those views (off by default: it did not
@@ -188,16 +190,19 @@ FULL = Settings(
     SEEN_FULL,
     UNSEEN_FULL,
     image_size=64,
+    input_pool=2,  # rendered at 128 px, averaged to 64 px in the network: 0.87 / 0.55 and, trained again,
+    # 0.87 / 0.45, where the same recipe at 64 px gave 0.81 / 0.65 and 0.81 / 0.40 (runs X2, R4, docs/policy.md)
     width=32,
-    epochs=22,  # 14 gave 0.77 / 0.40, 22 gave 0.81 / 0.55 in 36 min (docs/policy.md)
+    epochs=22,  # 14 gave 0.77 / 0.40, 22 gave 0.81 / 0.55 in 36 min (run D, with the augmentations)
     batch_size=32,
     lr=1e-3,
     top_k=1,
     k=30,
     starts=10,
     videos=1,
-    cls_pos_weight=3.0,  # with augment off, 2 gave 0.88 seen but 0.30 unseen (run R2, docs/policy.md); 2.5
-    # with pregrasp_distance 0.40 gave 0.88 / 0.25 and, trained again, 0.85 / 0.40 (runs P2, Q2)
+    cls_pos_weight=2.5,  # 2 gave 0.79 / 0.50 (X3), 3 with the augmentations 0.81 / 0.55 (D)
+    augment=AugmentConfig(enabled=False),  # the crops and mask dilations blur the apparent-size cue the stop
+    # relies on; with them (run X1) 0.75 / 0.65 in 46 min: augmenting 128 px images costs more
     recovery=RECOVERY,
     dagger=0,  # two rounds (10 rollouts per object, 3 epochs each) gave 0.67 / 0.20 and, with
     # cls_pos_weight 5, 0.65 / 0.40, against 0.64 / 0.55 without, for 13 more minutes: docs/policy.md
