@@ -59,8 +59,7 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))  # first, even when PYTHONPATH has it: this file's folder would shadow `policy`
 
 from policy.augment import AugmentConfig  # noqa: E402
 from policy.data import DemoSet, episode_from_trajgen  # noqa: E402
