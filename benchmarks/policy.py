@@ -609,40 +609,34 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         _log(f"scene {name}: {scene.num_gaussians} Gaussians, {len(grasps)} grasp targets")
     timings["scenes_and_grasps_s"] = time.perf_counter() - t
 
-    # 3: demonstrations (seen objects only), in each of the training scenes
+    # 3: demonstrations (seen objects only), in each of the training scenes, then the procedural objects
+    from recon.catalogue import procedural_name
     from trajgen.grasps import NoSafeGraspError
 
     t = time.perf_counter()
     episodes = []
     demo_stats = {}
     skipped = []
-    for name in s.seen:
-        for seed, scale in s.train_scenes:
-            key = scene_name(name, seed, scale)
-            if key in objects:
-                scene, grasps = objects[key]["scene"], objects[key]["grasps"]
-            else:
-                try:
-                    scene, grasps = scene_and_grasps(name, seed, scale)
-                except NoSafeGraspError as e:  # e.g. an apple scaled past the gripper's stroke
-                    _log(f"training scene {key}: no usable grasp, left out ({str(e).split(':')[0]})")
-                    skipped.append(key)
-                    continue
-            eps, st = make_demos(key, scene, grasps, s, plan_cfg, camera)
-            episodes += eps
-            demo_stats[key] = st
-            _log(f"demos {key}: {st}")
+    training = [  # (key, object, synth seed, object scale, plan settings)
+        (scene_name(name, seed, scale), name, seed, scale, plan_cfg)
+        for name in s.seen
+        for seed, scale in s.train_scenes
+    ]
+    procedural_cfg = replace(plan_cfg, k=s.procedural_k)
     for i in range(s.procedural):
-        from recon.catalogue import procedural_name
-
         key = procedural_name("box" if i % 2 == 0 else "can", i // 2)
-        try:
-            scene, grasps = scene_and_grasps(key)
-        except NoSafeGraspError as e:
-            _log(f"procedural scene {key}: no usable grasp, left out ({str(e).split(':')[0]})")
-            skipped.append(key)
-            continue
-        eps, st = make_demos(key, scene, grasps, s, replace(plan_cfg, k=s.procedural_k), camera)
+        training.append((key, key, 0, 1.0, procedural_cfg))
+    for key, name, seed, scale, cfg in training:
+        if key in objects:
+            scene, grasps = objects[key]["scene"], objects[key]["grasps"]
+        else:
+            try:
+                scene, grasps = scene_and_grasps(name, seed, scale)
+            except NoSafeGraspError as e:  # e.g. an apple scaled past the gripper's stroke
+                _log(f"training scene {key}: no usable grasp, left out ({str(e).split(':')[0]})")
+                skipped.append(key)
+                continue
+        eps, st = make_demos(key, scene, grasps, s, cfg, camera)
         episodes += eps
         demo_stats[key] = st
         _log(f"demos {key}: {st}")

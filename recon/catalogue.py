@@ -35,8 +35,8 @@ __all__ = [
     "get_object",
     "glyph_text",
     "hash01",
-    "lathe",
     "is_known_object",
+    "lathe",
     "object_names",
     "procedural_name",
     "superellipsoid",
@@ -966,7 +966,7 @@ def _procedural_entry(kind: str, index: int) -> _Entry:
         picture = (
             (_hex(rng.uniform(0.2, 0.95, 3)), _hex(rng.uniform(0.05, 0.6, 3))) if rng.random() < 0.5 else None
         )
-        e = _box_entry(
+        return _box_entry(
             f"Procedural box {size[0]} x {size[1]} x {size[2]} m; wrapped around its depth.",
             size,
             base,
@@ -974,7 +974,6 @@ def _procedural_entry(kind: str, index: int) -> _Entry:
             text,
             picture=picture,
         )
-        return e
     (rl, rh), (hl, hh) = PROCEDURAL_CAN
     r, h = round(rng.uniform(rl, rh), 4), round(rng.uniform(hl, hh), 4)
     lo = rng.uniform(0.05, 0.5)
@@ -994,13 +993,15 @@ def _procedural_entry(kind: str, index: int) -> _Entry:
 @cache
 def get_object(name: str) -> CatalogueObject:
     """The catalogue object called ``name`` (built on first use, then cached)."""
-    proc = _parse_procedural(name)
-    if name not in _ENTRIES and proc is None:
+    if name in _ENTRIES:
+        e = _ENTRIES[name]
+    elif (proc := _parse_procedural(name)) is not None:
+        e = _procedural_entry(*proc)
+    else:
         raise ValueError(
             f"Unknown catalogue object {name!r}; expected one of {object_names()} or a procedural name "
             "such as 'procedural_box_000' (recon.catalogue.procedural_name)."
         )
-    e = _ENTRIES[name] if name in _ENTRIES else _procedural_entry(*proc)
     mesh = e.build()
     lo, hi = mesh.bounds()
     offset = (lo + hi) / 2
