@@ -136,6 +136,8 @@ class Settings:
     """`ModelConfig.input_pool`: render at ``image_size * input_pool`` and let the network average the
     input over ``input_pool`` x ``input_pool`` pixels, so that it works at ``image_size`` with anti-aliased
     masks (1: render at ``image_size``)."""
+    mask_stats: bool = False
+    """`ModelConfig.mask_stats`: the masks' moments (log area, centroid, spread) beside the CNN features."""
     lambda_geometry: float = 0.0
     """`TrainConfig.lambda_geometry`: the auxiliary geometry head's loss weight (0: off)."""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -672,7 +674,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         data=(),
         out=out / "policy",
         model=ModelConfig(
-            image_size=render_size, width=s.width, stem_pool=s.stem_pool, input_pool=s.input_pool
+            image_size=render_size,
+            width=s.width,
+            stem_pool=s.stem_pool,
+            input_pool=s.input_pool,
+            mask_stats=s.mask_stats,
         ),
         epochs=s.epochs,
         batch_size=s.batch_size,
@@ -805,6 +811,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "model": {
             "image_size": s.image_size,
             "input_pool": s.input_pool,
+            "mask_stats": s.mask_stats,
             "render_size": render_size,
             "width": s.width,
             "stem_pool": s.stem_pool,

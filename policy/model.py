@@ -35,9 +35,11 @@ __all__ = [
     "ACTION_DIM",
     "GEOMETRY_DIM",
     "INPUT_CHANNELS",
+    "MASK_STATS_DIM",
     "ExportWrapper",
     "ModelConfig",
     "PolicyNet",
+    "mask_statistics",
 ]
 
 INPUT_CHANNELS = ("red", "green", "blue", "hand_mask", "object_mask")
@@ -69,6 +71,12 @@ class ModelConfig:
     covers, not 0 or 1: the object's outline, and so its image size, to a fraction of a coarse pixel.
     At 64 px a pixel is about 3 cm of distance at 0.4 m from an 18 px object; 128 px pooled by 2 costs
     the 64 px network's compute (the rendering is 128 px)."""
+    mask_stats: bool = False
+    """Feed the two masks' moments to the head beside the convolutional features (`mask_statistics`:
+    log area, centroid, spread of the hand and the object mask, computed on the full-size input, so an
+    anti-aliased outline gives the object's image size to a small fraction of a pixel), through a small
+    MLP (`STATS_HIDDEN` units). ResNet-18's global average pool over 2x2 cells at 64 px keeps that size
+    only coarsely; the stop decision hinges on it (about 3 cm of distance per pixel at 0.4 m)."""
     geometry_head: bool = False
     """Seven more outputs after the action and logit: the frame's `policy.data.GEOMETRY_TARGETS` (distance
     to the object, pre-grasp pose), normalised, an auxiliary training target; set by
@@ -105,8 +113,43 @@ class ModelConfig:
             blocks=tuple(int(b) for b in d["blocks"]),
             stem_pool=bool(d.get("stem_pool", True)),
             input_pool=int(d.get("input_pool", 1)),
+            mask_stats=bool(d.get("mask_stats", False)),
             geometry_head=bool(d.get("geometry_head", False)),
         ).validate()
+
+
+MASK_STATS_DIM = 10
+"""`mask_statistics` outputs per image: for the hand, then the object mask, (log area, centroid x, y, spread x, y)."""
+STATS_HIDDEN = 64
+"""Width of the MLP that takes `mask_statistics` to the head (`ModelConfig.mask_stats`)."""
+
+
+def mask_statistics(x: Tensor) -> Tensor:  # [B, 5, H, W] in [0, 1] -> [B, 10]
+    """The hand and object masks' moments: per mask (hand, then object), ``(log area, cx, cy, sx, sy)``.
+
+    ``area`` is the mask's mean (the fraction of the image it covers, soft masks counting their
+    coverage), floored at 1e-4 before the log; ``cx, cy`` the mask-weighted centroid in [-1, 1] (image
+    centre 0, x right, y down, pixel centres); ``sx, sy`` the weighted standard deviations about it (a
+    disc of radius r: r / 2 in these units). An empty mask gives log(1e-4), centroid 0 and spread 0.
+    The slow reference is `tests/policy/test_policy_model.py`'s per-pixel loop.
+    """
+    h, w = x.shape[-2:]
+    m = x[:, 3:5]  # [B, 2, H, W]: hand, object
+    u = (torch.arange(w, dtype=x.dtype, device=x.device) + 0.5) * (2.0 / w) - 1.0  # [W]
+    v = (torch.arange(h, dtype=x.dtype, device=x.device) + 0.5) * (2.0 / h) - 1.0  # [H]
+    mass_x = m.sum(dim=2)  # [B, 2, W]: column sums
+    mass_y = m.sum(dim=3)  # [B, 2, H]: row sums
+    total = mass_x.sum(dim=2)  # [B, 2]
+    denom = total.clamp_min(1e-6)
+    cx = (mass_x * u).sum(dim=2) / denom
+    cy = (mass_y * v).sum(dim=2) / denom
+    vx = (mass_x * (u - cx[..., None]) ** 2).sum(dim=2) / denom
+    vy = (mass_y * (v - cy[..., None]) ** 2).sum(dim=2) / denom
+    area = total / float(h * w)
+    feats = torch.stack(
+        [torch.log(area.clamp_min(1e-4)), cx, cy, torch.sqrt(vx + 1e-12), torch.sqrt(vy + 1e-12)], dim=2
+    )  # [B, 2, 5]
+    return feats.flatten(1)
 
 
 class BasicBlock(nn.Module):
@@ -156,7 +199,15 @@ class PolicyNet(nn.Module):
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.pool = nn.AdaptiveAvgPool2d(1)
         extra = GEOMETRY_DIM if self.cfg.geometry_head else 0
-        self.fc = nn.Linear(c_in, ACTION_DIM + 1 + extra)
+        self.stats_mlp: nn.Module | None = None
+        if self.cfg.mask_stats:
+            self.stats_mlp = nn.Sequential(
+                nn.Linear(MASK_STATS_DIM, STATS_HIDDEN),
+                nn.ReLU(),
+                nn.Linear(STATS_HIDDEN, STATS_HIDDEN),
+                nn.ReLU(),
+            )
+        self.fc = nn.Linear(c_in + (STATS_HIDDEN if self.cfg.mask_stats else 0), ACTION_DIM + 1 + extra)
         self.register_buffer("action_mean", torch.zeros(ACTION_DIM))
         self.register_buffer("action_std", torch.ones(ACTION_DIM))
         if extra:
@@ -218,9 +269,13 @@ class PolicyNet(nn.Module):
     ) -> Tensor:  # [B, 7] normalised action (6), pre-grasp logit (1) (+ normalised geometry (7))
         if x.dim() != 4 or x.shape[1] != len(INPUT_CHANNELS):
             raise ValueError(f"PolicyNet expects [B, {len(INPUT_CHANNELS)}, H, W] input, got {list(x.shape)}")
+        stats = None if self.stats_mlp is None else self.stats_mlp(mask_statistics(x))
         x = self.maxpool(self.relu(self.bn1(self.conv1(self.input_pool(x)))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.fc(torch.flatten(self.pool(x), 1))
+        feats = torch.flatten(self.pool(x), 1)
+        if stats is not None:
+            feats = torch.cat([feats, stats], dim=1)
+        return self.fc(feats)
 
     @torch.no_grad()
     def _eval_forward(self, x: Tensor) -> Tensor:

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
-from policy.model import ACTION_DIM, INPUT_CHANNELS, ExportWrapper, ModelConfig, PolicyNet
+from policy.model import (
+    ACTION_DIM,
+    INPUT_CHANNELS,
+    MASK_STATS_DIM,
+    ExportWrapper,
+    ModelConfig,
+    PolicyNet,
+    mask_statistics,
+)
 from policy.train import eq17_loss
 
 
@@ -143,4 +153,77 @@ def test_input_pool_is_the_small_network_on_the_area_averaged_image(tmp_path) ->
     assert sess.get_inputs()[0].shape[-2:] == [128, 128]
     a, s = sess.run(None, {"image": x.numpy()})
     a_ref, s_ref = pooled.predict(x)
+    assert abs(a - a_ref.numpy()).max() <= 1e-4 and abs(s - s_ref.numpy()).max() <= 1e-4
+
+
+def _moments_reference(mask) -> list[float]:
+    """Per-pixel loop over a [H, W] mask: log area, centroid and spread in [-1, 1] image units."""
+    h, w = mask.shape
+    total = sx = sy = 0.0
+    for i in range(h):
+        for j in range(w):
+            m = float(mask[i, j])
+            total += m
+            sx += m * ((j + 0.5) * 2 / w - 1)
+            sy += m * ((i + 0.5) * 2 / h - 1)
+    if total == 0:
+        return [math.log(1e-4), 0.0, 0.0, 0.0, 0.0]
+    cx, cy = sx / total, sy / total
+    vx = vy = 0.0
+    for i in range(h):
+        for j in range(w):
+            m = float(mask[i, j])
+            vx += m * ((j + 0.5) * 2 / w - 1 - cx) ** 2
+            vy += m * ((i + 0.5) * 2 / h - 1 - cy) ** 2
+    return [math.log(max(total / (h * w), 1e-4)), cx, cy, math.sqrt(vx / total), math.sqrt(vy / total)]
+
+
+def test_mask_statistics_match_a_per_pixel_loop_and_the_geometry() -> None:
+    """mask_statistics equals the slow loop; a disc gives its area, centre and radius / 2."""
+    yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(96.0), indexing="ij")
+    x = torch.zeros(2, len(INPUT_CHANNELS), 64, 96)
+    x[0, 3] = (((yy - 20.5) ** 2 + (xx - 30.5) ** 2) < 9.0**2).float()  # hand: a disc, radius 9 px
+    x[0, 4] = torch.rand(64, 96) * (xx > 60).float()  # object: soft values, right-hand part
+    x[1, 4, 10:20, 5:45] = 1.0  # sample 2: object a rectangle, no hand at all
+    got = mask_statistics(x)
+    assert got.shape == (2, MASK_STATS_DIM) and torch.isfinite(got).all()
+    for b in range(2):
+        ref = _moments_reference(x[b, 3].numpy()) + _moments_reference(x[b, 4].numpy())
+        torch.testing.assert_close(got[b], torch.tensor(ref, dtype=torch.float32), atol=1e-4, rtol=1e-4)
+    # the disc: area pi r^2 / (H W), centre (30.5+0.5, 20.5+0.5) px -> [-1, 1], spread r / 2 (x: 2/W per px)
+    log_area, cx, cy, sx, sy = got[0, :5].tolist()
+    assert math.exp(log_area) == pytest.approx(math.pi * 81 / (64 * 96), rel=0.05)
+    assert (cx, cy) == (pytest.approx(31 * 2 / 96 - 1, abs=1e-4), pytest.approx(21 * 2 / 64 - 1, abs=1e-4))
+    assert sx == pytest.approx(4.5 * 2 / 96, rel=0.05) and sy == pytest.approx(4.5 * 2 / 64, rel=0.05)
+    assert got[1, :5].tolist() == pytest.approx([math.log(1e-4), 0, 0, 0, 0], abs=1e-5)
+
+
+def test_mask_stats_head_sees_sub_pixel_size_and_exports(tmp_path) -> None:
+    """With mask_stats the output depends on the object's size below one pooled pixel; ONNX matches."""
+    cfg = ModelConfig(128, 4, input_pool=2, mask_stats=True)
+    net = PolicyNet(cfg)
+    assert net.fc.in_features == 4 * 8 + 64
+    with torch.no_grad():  # a head that reads only the stats, so the test is about them
+        net.fc.weight.zero_()
+        net.fc.weight[:, 4 * 8 :].normal_()
+    net.eval()
+    x = torch.rand(1, len(INPUT_CHANNELS), 128, 128)
+    x[:, 3:] = 0.0
+    x[0, 4, 40:80, 40:80] = 1.0
+    y = x.clone()
+    y[0, 4, 40:80, 80] = 1.0  # one 128 px column wider: under one 64 px pixel
+    assert (net(x) - net(y)).abs().max() > 1e-4
+    assert ModelConfig.from_dict(cfg.as_dict()) == cfg
+    old = cfg.as_dict()
+    old.pop("mask_stats")
+    assert ModelConfig.from_dict(old).mask_stats is False
+    ort = pytest.importorskip("onnxruntime")
+    from policy.export import export_onnx
+
+    path = tmp_path / "p.onnx"
+    export_onnx(net, path)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    batch = torch.cat([x, y, torch.rand(1, len(INPUT_CHANNELS), 128, 128)])
+    a, s = sess.run(None, {"image": batch.numpy()})
+    a_ref, s_ref = net.predict(batch)
     assert abs(a - a_ref.numpy()).max() <= 1e-4 and abs(s - s_ref.numpy()).max() <= 1e-4
