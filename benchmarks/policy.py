@@ -323,14 +323,19 @@ def scene_name(obj: str, seed: int, object_scale: float) -> str:
 
 
 def object_grasps(
-    scene: GaussianScene, top_k: int, seed: int, gripper: str, plan_cfg: Any = None
+    scene: GaussianScene,
+    top_k: int,
+    seed: int,
+    gripper: str,
+    plan_cfg: Any = None,
+    clearance: Any = None,
 ) -> np.ndarray:  # [T, 4, 4]
     """The best ``top_k`` safe grasps; with ``plan_cfg``, the best ``top_k`` whose pre-grasp pose can be
-    flown to (`trajgen.planning.pregrasp_problem`), like `splatsim demos`' backfill. Raises
-    `NoSafeGraspError` when there is none."""
+    flown to (`trajgen.planning.grasp_problem`, with ``clearance`` or the scene's own
+    `scene_clearance`), like `splatsim demos`' backfill. Raises `NoSafeGraspError` when there is none."""
     from trajgen.grasps import GraspConfig, NoSafeGraspError, compute_grasps
     from trajgen.gripper import gripper_by_name
-    from trajgen.planning import planned_pregrasp, pregrasp_problem
+    from trajgen.planning import grasp_problem
 
     means = scene.means.double().numpy()
     labels = scene.labels.numpy()
@@ -339,12 +344,12 @@ def object_grasps(
     res = compute_grasps(obj, hand, cfg)
     if plan_cfg is None:
         return res.target_poses()
-    clearance = scene_clearance(scene)
+    if clearance is None:
+        clearance = scene_clearance(scene)
     usable = []
     problems: dict[str, int] = {}
     for g in res.kept_poses():  # best first; stop at top_k
-        pre = planned_pregrasp(torch.from_numpy(g), clearance, plan_cfg)
-        problem = pregrasp_problem(pre, clearance, plan_cfg)
+        problem = grasp_problem(torch.from_numpy(g), clearance, plan_cfg)
         if problem is None:
             usable.append(g)
             if len(usable) == top_k:
@@ -378,12 +383,20 @@ def scene_clearance(scene: GaussianScene) -> Any:
 
 
 def make_demos(
-    name: str, scene: GaussianScene, grasps: np.ndarray, s: Settings, plan_cfg: Any, camera: Any
+    name: str,
+    scene: GaussianScene,
+    grasps: np.ndarray,
+    s: Settings,
+    plan_cfg: Any,
+    camera: Any,
+    clearance: Any = None,
 ) -> tuple[list[Any], dict[str, int]]:
+    """Demonstrations of one scene (``clearance``: its `scene_clearance`, built here when not given)."""
     from trajgen.episodes import HandEyeRenderer, build_episode
     from trajgen.planning import plan_grasp, plan_seed
 
-    clearance = scene_clearance(scene)
+    if clearance is None:
+        clearance = scene_clearance(scene)
     renderer = HandEyeRenderer(scene, camera, backend="cpu", batch_size=16)
     episodes = []
     lengths = []
@@ -471,7 +484,9 @@ def dagger_episodes(
             mask_min_prob=mask_min_prob,
             geometry=geo,
         )
-        clearance = scene_clearance(scene)
+        clearance = objects[name].get("clearance")
+        if clearance is None:
+            clearance = scene_clearance(scene)
         cfg_k = type(plan_cfg)(**{**plan_cfg.as_dict(), "k": starts, "recovery": RecoveryConfig()})
         plan = plan_grasp(torch.from_numpy(grasp), clearance, cfg_k, plan_seed(1000 + round_index, name, 0))
         pre = plan.pregrasp_pose  # cfg_k keeps plan_cfg's pre-grasp settings
@@ -594,20 +609,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ).validate()
     timings: dict[str, float] = {}
 
-    def scene_and_grasps(name: str, seed: int = 0, scale: float = 1.0) -> tuple[GaussianScene, np.ndarray]:
+    def scene_and_grasps(name: str, seed: int = 0, scale: float = 1.0) -> dict[str, Any]:
+        """The scene, its planner clearance (built once: grasps and demonstrations share it) and grasps."""
         if args.scenes == "mesh":
             scene = mesh_scene(name, seed, scale)[0]
         else:
             scene = recon_scene(name, seed, out / "recon", scale)
-        grasps = object_grasps(scene, s.top_k, seed=0, gripper=get_object(name).gripper, plan_cfg=plan_cfg)
-        return scene, grasps
+        clearance = scene_clearance(scene)
+        grasps = object_grasps(
+            scene, s.top_k, seed=0, gripper=get_object(name).gripper, plan_cfg=plan_cfg, clearance=clearance
+        )
+        return {"scene": scene, "grasps": grasps, "clearance": clearance}
 
     # 1-2: scenes and grasps
     t = time.perf_counter()
     objects: dict[str, dict[str, Any]] = {}
     for name in (*s.seen, *s.unseen):
-        scene, grasps = scene_and_grasps(name)
-        objects[name] = {"scene": scene, "grasps": grasps}
+        objects[name] = scene_and_grasps(name)
+        scene, grasps = objects[name]["scene"], objects[name]["grasps"]
         _log(f"scene {name}: {scene.num_gaussians} Gaussians, {len(grasps)} grasp targets")
     timings["scenes_and_grasps_s"] = time.perf_counter() - t
 
@@ -630,15 +649,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         training.append((key, key, 0, 1.0, procedural_cfg))
     for key, name, seed, scale, cfg in training:
         if key in objects:
-            scene, grasps = objects[key]["scene"], objects[key]["grasps"]
+            sc = objects[key]
         else:
             try:
-                scene, grasps = scene_and_grasps(name, seed, scale)
+                sc = scene_and_grasps(name, seed, scale)
             except NoSafeGraspError as e:  # e.g. an apple scaled past the gripper's stroke
                 _log(f"training scene {key}: no usable grasp, left out ({str(e).split(':')[0]})")
                 skipped.append(key)
                 continue
-        eps, st = make_demos(key, scene, grasps, s, cfg, camera)
+        eps, st = make_demos(key, sc["scene"], sc["grasps"], s, cfg, camera, sc["clearance"])
         episodes += eps
         demo_stats[key] = st
         _log(f"demos {key}: {st}")

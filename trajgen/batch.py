@@ -59,10 +59,9 @@ from trajgen.planning import (
     PlanConfig,
     PointClearance,
     background_points,
+    grasp_problem,
     plan_grasp,
     plan_seed,
-    planned_pregrasp,
-    pregrasp_problem,
 )
 
 __all__ = [
@@ -345,8 +344,7 @@ class _ScenePlanner:
         self._plans: dict[int, GraspPlan] = {}
 
     def _problem(self, pose: np.ndarray) -> str | None:
-        pre = planned_pregrasp(torch.from_numpy(np.asarray(pose, np.float64)), self.clearance, self.cfg.plan)
-        return pregrasp_problem(pre, self.clearance, self.cfg.plan)
+        return grasp_problem(torch.from_numpy(np.asarray(pose, np.float64)), self.clearance, self.cfg.plan)
 
     def _backfill(self, grasps: Any) -> None:
         """Replaces each target whose pre-grasp pose is unusable by the next usable kept grasp (best first)."""

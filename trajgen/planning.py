@@ -33,8 +33,10 @@ __all__ = [
     "PlanConfig",
     "PointClearance",
     "background_points",
+    "grasp_problem",
     "plan_grasp",
     "plan_seed",
+    "planned_pregrasp",
     "pregrasp_problem",
 ]
 
@@ -272,6 +274,12 @@ def pregrasp_problem(pre: Tensor, clearance: PointClearance, cfg: PlanConfig) ->
     if cfg.min_height is not None and float(pre[:3, 3] @ (up / up.norm())) < cfg.min_height:
         return f"pre-grasp position below min_height = {cfg.min_height} m"
     return None
+
+
+def grasp_problem(grasp_pose: Tensor, clearance: PointClearance, cfg: PlanConfig) -> str | None:
+    """Why the planner cannot fly to a grasp's pre-grasp pose (`planned_pregrasp`, then
+    `pregrasp_problem`), or None when it can: what `splatsim demos`' backfill and `plan_grasp` check."""
+    return pregrasp_problem(planned_pregrasp(grasp_pose, clearance, cfg), clearance, cfg)
 
 
 def planned_pregrasp(
