@@ -136,6 +136,8 @@ class Settings:
     """`ModelConfig.input_pool`: render at ``image_size * input_pool`` and let the network average the
     input over ``input_pool`` x ``input_pool`` pixels, so that it works at ``image_size`` with anti-aliased
     masks (1: render at ``image_size``)."""
+    weight_decay: float = 0.0
+    """AdamW's decoupled weight decay (`TrainConfig.weight_decay` with ``decoupled_weight_decay``; 0: off)."""
     mask_stats: bool = False
     """`ModelConfig.mask_stats`: the masks' moments (log area, centroid, spread) beside the CNN features."""
     lambda_geometry: float = 0.0
@@ -704,6 +706,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         lr=s.lr,
         lr_final_fraction=0.05,
         cls_pos_weight=s.cls_pos_weight,
+        weight_decay=s.weight_decay,
+        decoupled_weight_decay=s.weight_decay > 0,
         lambda_c=s.lambda_c,
         lambda_geometry=s.lambda_geometry,
         augment=s.augment,
@@ -831,6 +835,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "image_size": s.image_size,
             "input_pool": s.input_pool,
             "mask_stats": s.mask_stats,
+            "weight_decay": s.weight_decay,
             "render_size": render_size,
             "width": s.width,
             "stem_pool": s.stem_pool,

@@ -77,7 +77,10 @@ class TrainConfig:
     lr_final_fraction: float = 1.0
     """Cosine-decay the learning rate to this fraction of ``lr`` over the run (1 = constant, the paper)."""
     weight_decay: float = 0.0
-    """Adam weight decay."""
+    """Adam weight decay (an L2 term in the gradient; with ``decoupled_weight_decay``, AdamW's)."""
+    decoupled_weight_decay: bool = False
+    """AdamW (Loshchilov and Hutter): shrink the weights by ``lr * weight_decay`` each step, apart from
+    Adam's gradient scaling, instead of adding an L2 term to the gradient."""
     lambda_t: float = 100.0
     """lambda_T: weight of the translation loss (Eq. 17)."""
     lambda_r: float = 100.0
@@ -463,7 +466,8 @@ def run_train(
         if geometry is not None:
             net.set_geometry_stats(*column_stats(geometry))
     net.to(dev)
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW if cfg.decoupled_weight_decay else torch.optim.Adam
+    opt = optimizer(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     shuffle_g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 1)
     aug_g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 2)
 

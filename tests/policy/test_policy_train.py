@@ -253,3 +253,38 @@ def test_geometry_head_needs_poses_and_a_matching_init(tmp_path, demo_dir, train
         run_train(_cfg(demo_dir, tmp_path / "c", lambda_geometry=-1.0))
     with pytest.raises(ValueError, match="the head follows lambda_geometry"):
         run_train(_cfg(demo_dir, tmp_path / "d", model=ModelConfig(SIZE, 4, geometry_head=True)))
+
+
+def test_decoupled_weight_decay_shrinks_the_weights_apart_from_the_adam_step(tmp_path, demo_dir) -> None:
+    """AdamW's first step: the same Adam step as without decay, minus lr * weight_decay * the initial
+    weights; Adam's coupled L2 term changes the step itself."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    lr = 1e-3
+    try:
+        runs = {
+            name: load_file(
+                str(
+                    run_train(_cfg(demo_dir, tmp_path / name, max_steps=1, lr=lr, **kw)).out_dir
+                    / "model.safetensors"
+                )
+            )
+            for name, kw in {
+                "plain": {},
+                "w1": {"weight_decay": 1.0, "decoupled_weight_decay": True},
+                "w3": {"weight_decay": 3.0, "decoupled_weight_decay": True},
+                "l2": {"weight_decay": 1.0},
+            }.items()
+        }
+    finally:
+        torch.set_num_threads(threads)
+    torch.manual_seed(0)  # run_train's initial weights: seed 0, then the network
+    p0 = PolicyNet(ModelConfig(SIZE, 4)).state_dict()
+    for key in ("conv1.weight", "fc.weight", "layer4.1.conv2.weight"):
+        d1 = runs["w1"][key] - runs["plain"][key]
+        assert d1.abs().max() > 1e-7, key
+        torch.testing.assert_close(d1, -lr * 1.0 * p0[key], atol=1e-8, rtol=1e-4)
+        torch.testing.assert_close(
+            runs["w3"][key] - runs["plain"][key], -lr * 3.0 * p0[key], atol=1e-8, rtol=1e-4
+        )
+    assert (runs["l2"]["conv1.weight"] - runs["w1"]["conv1.weight"]).abs().max() > 1e-6
