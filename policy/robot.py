@@ -125,6 +125,10 @@ class ControlConfig:
     """Workspace box, lower corner in the robot base frame (metres); targets are clipped into it."""
     workspace_max: tuple[float, float, float] = (1.0, 1.0, 1.0)
     """Workspace box, upper corner (metres)."""
+    lost_object_frames: int = 0
+    """Stop (reason 'object_lost') after this many frames in a row without one object pixel (0 = off,
+    the splat evaluation's protocol). A policy that has lost the object has nothing to steer by and
+    wanders until a limit; on a real arm a few frames is the safer choice."""
 
     def validate(self) -> ControlConfig:
         checks = [
@@ -135,6 +139,7 @@ class ControlConfig:
             ("max_step_rotation_deg", 0 < self.max_step_rotation_deg <= 45, "in (0, 45] degrees"),
             ("speed", 0 < self.speed <= 0.5, "in (0, 0.5] m/s"),
             ("acceleration", 0 < self.acceleration <= 2.0, "in (0, 2] m/s^2"),
+            ("lost_object_frames", self.lost_object_frames >= 0, "an integer >= 0 (0 = off)"),
         ]
         for name, ok, expected in checks:
             if not ok:
@@ -158,7 +163,8 @@ class ControlResult:
     """What one run of the control loop did."""
 
     reason: str
-    """'pregrasp' (the score reached tau_c), 'max_steps', 'timeout' or 'error'."""
+    """'pregrasp' (the score reached tau_c), 'max_steps', 'timeout', 'object_lost'
+    (`ControlConfig.lost_object_frames`) or 'error'."""
     steps: int
     """Motions commanded."""
     poses: list[np.ndarray] = field(default_factory=list)
@@ -252,6 +258,7 @@ def run_control_loop(
     cfg.validate()
     t0 = clock()
     result = ControlResult(reason="max_steps", steps=0)
+    unseen_run = 0  # frames in a row without an object pixel
     try:
         result.poses.append(np.asarray(robot.current_pose(), dtype=np.float64))
         for step in range(cfg.max_steps):
@@ -267,6 +274,10 @@ def run_control_loop(
             if keep_frames:
                 result.frames.append(Frame(frame.rgb, mask, frame.timestamp))
             x = make_policy_input(frame.rgb, mask)[None].numpy()
+            unseen_run = 0 if bool((x[0, 4] > 0).any()) else unseen_run + 1
+            if cfg.lost_object_frames and unseen_run >= cfg.lost_object_frames:
+                result.reason = "object_lost"
+                break
             action, score = policy(x)
             action = np.asarray(action, dtype=np.float64).reshape(6)
             score = float(score)

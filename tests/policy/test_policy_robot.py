@@ -87,6 +87,37 @@ def test_max_steps_and_timeout() -> None:
     assert res.reason == "timeout" and res.steps < 30 and robot.stops == 1
 
 
+class ScriptedCamera(FakeCamera):
+    """Frames whose object mask holds one object pixel (label 1) or none, in the order given."""
+
+    def __init__(self, visible: list[bool]) -> None:
+        super().__init__()
+        self.visible = iter(visible)
+
+    def read(self) -> Frame:
+        mask = np.zeros((8, 8), np.uint8)
+        mask[0, 0] = 2  # a hand pixel every frame: only the object counts
+        if next(self.visible):
+            mask[4, 4] = 1
+        return Frame(np.zeros((8, 8, 3), np.uint8), mask)
+
+
+def test_lost_object_stop_counts_frames_in_a_row_and_is_off_by_default() -> None:
+    walk = constant_policy([0, 0, 0, 0, 0, 0.01])
+    seen = [True, False, False, True, False, False, False, True, True, True]
+    robot = FakeRobot()
+    res = run_control_loop(
+        walk, robot, ScriptedCamera(seen), ControlConfig(max_steps=10, lost_object_frames=3)
+    )
+    # frames 1-2 lost, then seen again (the count restarts); frames 4-6 lost: stop at the third, unmoved
+    assert res.reason == "object_lost" and not res.stopped
+    assert res.steps == 6 and len(res.scores) == 6 and robot.stops == 1
+    res = run_control_loop(walk, FakeRobot(), ScriptedCamera(seen), ControlConfig(max_steps=10))
+    assert res.reason == "max_steps" and res.steps == 10
+    with pytest.raises(ValueError, match="lost_object_frames"):
+        ControlConfig(lost_object_frames=-1).validate()
+
+
 def test_stop_called_in_finally_on_exceptions() -> None:
     def bad_policy(x):
         raise RuntimeError("network exploded")
