@@ -391,14 +391,12 @@ def make_demos(
     s: Settings,
     plan_cfg: Any,
     camera: Any,
-    clearance: Any = None,
+    clearance: Any,
 ) -> tuple[list[Any], dict[str, int]]:
-    """Demonstrations of one scene (``clearance``: its `scene_clearance`, built here when not given)."""
+    """Demonstrations of one scene (``clearance``: its `scene_clearance`)."""
     from trajgen.episodes import HandEyeRenderer, build_episode
     from trajgen.planning import plan_grasp, plan_seed
 
-    if clearance is None:
-        clearance = scene_clearance(scene)
     renderer = HandEyeRenderer(scene, camera, backend="cpu", batch_size=16)
     episodes = []
     lengths = []
@@ -486,9 +484,7 @@ def dagger_episodes(
             mask_min_prob=mask_min_prob,
             geometry=geo,
         )
-        clearance = objects[name].get("clearance")
-        if clearance is None:
-            clearance = scene_clearance(scene)
+        clearance = objects[name]["clearance"]
         cfg_k = type(plan_cfg)(**{**plan_cfg.as_dict(), "k": starts, "recovery": RecoveryConfig()})
         plan = plan_grasp(torch.from_numpy(grasp), clearance, cfg_k, plan_seed(1000 + round_index, name, 0))
         pre = plan.pregrasp_pose  # cfg_k keeps plan_cfg's pre-grasp settings
@@ -535,9 +531,11 @@ def expert_reference(
     plan_cfg: Any,
     cam_meta: dict[str, Any],
     plan: dict[str, Any],
+    clearances: dict[str, Any],
 ) -> dict[str, float]:
     """Success of the demonstrations' planner itself from the evaluation's held-out starts (same metrics):
-    what the protocol allows at best, a check of the metrics rather than of the policy."""
+    what the protocol allows at best, a check of the metrics rather than of the policy. ``clearances``:
+    each evaluation object's `scene_clearance`, by name."""
     from policy.env import SceneGeometry, camera_from_meta
     from policy.evaluate import sample_eval_starts
     from policy.metrics import episode_metrics
@@ -549,7 +547,7 @@ def expert_reference(
     res: dict[str, list[bool]] = {"seen": [], "unseen": []}
     for obj in eval_objects:
         geo = SceneGeometry.from_scene(obj.scene)
-        clearance = scene_clearance(obj.scene)
+        clearance = clearances[obj.name]
         starts = sample_eval_starts(
             geo, obj.grasp_poses, ev_cfg.starts_per_object, ev_cfg.seed, obj.name, start_cfg
         )
@@ -779,7 +777,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     ev = run_eval(ev_cfg, objects=eval_objects, log=_log)
     timings["eval_s"] = time.perf_counter() - t
-    expert = expert_reference(eval_objects, ev_cfg, plan_cfg, cam_meta, plan_dict)
+    expert = expert_reference(
+        eval_objects, ev_cfg, plan_cfg, cam_meta, plan_dict, {n: objects[n]["clearance"] for n in objects}
+    )
     _log(f"expert (the planner from the same held-out starts): {expert}")
     summ = ev.report["summary"]
     wall = time.perf_counter() - t_start
