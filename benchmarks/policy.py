@@ -140,6 +140,10 @@ class Settings:
     """AdamW's decoupled weight decay (`TrainConfig.weight_decay` with ``decoupled_weight_decay``; 0: off)."""
     mask_stats: bool = False
     """`ModelConfig.mask_stats`: the masks' moments (log area, centroid, spread) beside the CNN features."""
+    depth: bool = False
+    """`ModelConfig.depth`: a sixth input channel, the hand-eye depth aligned to colour (a wrist
+    RealSense's aligned depth), beyond the paper's RGB + masks; the demonstrations record depth
+    (`HandEyeConfig.depth`) and the evaluation's splat camera renders it."""
     lambda_geometry: float = 0.0
     """`TrainConfig.lambda_geometry`: the auxiliary geometry head's loss weight (0: off)."""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -469,6 +473,7 @@ def dagger_episodes(
         max_step_rotation_deg=15.0,
         workspace_min=(-5, -5, -5),
         workspace_max=(5, 5, 5),
+        depth=net.cfg.depth,
     )
     tolerance = plan_cfg.recovery.add_recovery and plan_cfg.recovery.stop_label == "tolerance"
     out: list[Any] = []
@@ -492,7 +497,7 @@ def dagger_episodes(
         for j, traj in enumerate(plan.trajectories):
             robot = SplatRobot(traj.poses[0].numpy())
             res = run_control_loop(
-                fn, robot, SplatCamera(env, robot), ctrl, clock=robot.clock, keep_frames=True
+                fn, robot, SplatCamera(env, robot, depth=net.cfg.depth), ctrl, clock=robot.clock, keep_frames=True
             )
             visited = np.asarray(res.poses[: len(res.frames)])
             if tolerance:
@@ -512,10 +517,17 @@ def dagger_episodes(
                 cls.append(float(tol_cls[i]) if tolerance else math.nan)
             rgb = np.stack([f.rgb for f in res.frames])
             mask = np.stack([f.mask for f in res.frames])
+            depth = np.stack([f.depth for f in res.frames]) if net.cfg.depth else None
             key = f"{name}/dagger{round_index}_{j:03d}"
             out.append(
                 EpisodeData(
-                    rgb, mask, np.asarray(actions, np.float32), np.asarray(cls, np.float32), key, name
+                    rgb,
+                    mask,
+                    np.asarray(actions, np.float32),
+                    np.asarray(cls, np.float32),
+                    key,
+                    name,
+                    depth=depth,
                 )
             )
             stats["episodes"] += 1
@@ -577,6 +589,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         s.epochs = args.epochs
     if args.no_recovery:
         s = replace(s, recovery=RecoveryConfig(), cls_pos_weight=5.0)
+    if args.depth is not None:
+        s = replace(s, depth=args.depth)
+    if args.train_seed is not None:
+        s = replace(s, train_seed=args.train_seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     threads = args.threads
@@ -596,7 +612,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from trajgen.planning import PlanConfig
 
     render_size = s.image_size * s.input_pool
-    camera = HandEyeConfig(width=render_size, height=render_size)
+    camera = HandEyeConfig(width=render_size, height=render_size, depth=s.depth)
     plan_cfg = PlanConfig(
         k=s.k,
         translation_step=s.translation_step,
@@ -698,6 +714,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             stem_pool=s.stem_pool,
             input_pool=s.input_pool,
             mask_stats=s.mask_stats,
+            depth=s.depth,
         ),
         epochs=s.epochs,
         batch_size=s.batch_size,
@@ -835,6 +852,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "image_size": s.image_size,
             "input_pool": s.input_pool,
             "mask_stats": s.mask_stats,
+            "depth": s.depth,
+            "input_channels": 6 if s.depth else 5,
             "weight_decay": s.weight_decay,
             "render_size": render_size,
             "width": s.width,
@@ -902,6 +921,15 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=0,
         help="torch/numba threads (0: the cores the load average leaves free but one, at least 1)",
+    )
+    ap.add_argument(
+        "--depth",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a sixth input channel, the hand-eye depth (beyond the paper's RGB + masks; default: off)",
+    )
+    ap.add_argument(
+        "--train-seed", type=int, default=None, help="the training seed (split, weights, batch order; default 0)"
     )
     ap.add_argument("--progress", action="store_true", help="progress bars")
     args = ap.parse_args(argv)

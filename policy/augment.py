@@ -133,11 +133,21 @@ def augment_batch(
     masks: Tensor,  # [B, 2, H, W] float {0, 1}: hand, object
     cfg: AugmentConfig,
     g: torch.Generator,
-) -> tuple[Tensor, Tensor]:
-    """Applies the configured augmentations (module docstring order); identity when disabled."""
+    *,
+    depth: Tensor | None = None,  # [B, 1, H, W] depth channel, background not yet removed
+) -> tuple[Tensor, ...]:
+    """Applies the configured augmentations (module docstring order); identity when disabled.
+
+    Returns ``(rgb, masks)``, or ``(rgb, masks, depth)`` when ``depth`` is given: the crop moves the depth
+    with the masks (nearest neighbour; a zoom changes an object's image size, not its depth), the rest
+    leaves it alone. The random draws do not depend on ``depth``."""
     if not cfg.enabled:
-        return rgb, masks
-    rgb, masks = random_crop(rgb, masks, cfg.crop_scale, cfg.crop_prob, g)
+        return (rgb, masks) if depth is None else (rgb, masks, depth)
+    if depth is None:
+        rgb, masks = random_crop(rgb, masks, cfg.crop_scale, cfg.crop_prob, g)
+    else:
+        rgb, both = random_crop(rgb, torch.cat([masks, depth], dim=1), cfg.crop_scale, cfg.crop_prob, g)
+        masks, depth = both[:, :2], both[:, 2:]
     masks = morph_masks(masks, cfg.mask_morph_prob, cfg.mask_morph_px, g)
     rgb = color_jitter(rgb, cfg, g)
-    return rgb, masks
+    return (rgb, masks) if depth is None else (rgb, masks, depth)

@@ -22,7 +22,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from policy.model import ACTION_DIM, INPUT_CHANNELS, ModelConfig, PolicyNet
+from policy.data import DEPTH_RANGE_M
+from policy.model import ACTION_DIM, ModelConfig, PolicyNet
 from splatsim.scene import LABEL_BACKGROUND, LABEL_HAND, LABEL_OBJECT
 
 __all__ = [
@@ -61,14 +62,23 @@ def policy_metadata(
         "model": net.cfg.as_dict(),
         "input": {
             "name": "image",
-            "shape": [1, len(INPUT_CHANNELS), size, size],
+            "shape": [1, len(net.cfg.input_channels), size, size],
             "layout": "NCHW",
             "dtype": "float32",
-            "channels": list(INPUT_CHANNELS),
+            "channels": list(net.cfg.input_channels),
             "range": [0.0, 1.0],
             "rgb": "sRGB / 255, background removed (0 wherever both masks are 0)",
             "masks": "1.0 where the pixel's label is hand (channel 3) / object (channel 4), else 0.0",
             "mask_labels": {"background": LABEL_BACKGROUND, "object": LABEL_OBJECT, "hand": LABEL_HAND},
+            **(
+                {
+                    "depth": f"channel 5: depth aligned to colour along the camera z axis, metres clamped to "
+                    f"[0, {DEPTH_RANGE_M}] and divided by {DEPTH_RANGE_M}, 0 where there is no depth and "
+                    "wherever both masks are 0"
+                }
+                if net.cfg.depth
+                else {}
+            ),
         },
         "outputs": {
             "action": {"shape": ["B", ACTION_DIM], "units": list(ACTION_UNITS), "normalised": False},

@@ -32,12 +32,16 @@ __all__ = [
     "GEOMETRY_TARGETS",
     "assemble_input",
     "column_stats",
+    "depth_channel",
+    "depth_metres",
     "find_shards",
     "geometry_targets",
     "load_demos",
     "make_policy_input",
+    "resize_depth",
     "resize_frames",
     "split_episodes",
+    "stack_depth",
     "stack_frames",
     "stack_geometry",
 ]
@@ -74,6 +78,8 @@ class EpisodeData:
     geometry: np.ndarray | None = None
     """[T, 7] float32 `GEOMETRY_TARGETS` per frame (NaN rows: unknown); None when the source records no
     poses."""
+    depth: np.ndarray | None = None
+    """[T, H, W] uint16 millimetres (0: no depth) where the episode records depth (``obs/depth``)."""
 
     @property
     def num_frames(self) -> int:
@@ -104,8 +110,15 @@ class DemoSet:
 def make_policy_input(
     rgb: Tensor | np.ndarray,  # [..., H, W, 3] uint8 (or float in [0, 1])
     mask: Tensor | np.ndarray,  # [..., H, W] uint8 labels (0 background, 1 object, 2 hand)
-) -> Tensor:  # [..., 5, H, W] float32 in [0, 1]
-    """The network input: background-removed RGB, hand mask, object mask (`policy.model.INPUT_CHANNELS`)."""
+    depth: Tensor | np.ndarray | None = None,  # [..., H, W] uint16 millimetres or float metres
+) -> Tensor:  # [..., 5, H, W] (or [..., 6, H, W] with depth) float32 in [0, 1]
+    """The network input: background-removed RGB, hand mask, object mask (`policy.model.INPUT_CHANNELS`),
+    and with ``depth`` a sixth channel, the depth with the background removed (`depth_channel`).
+
+    ``depth`` is aligned to ``rgb`` (a RealSense's depth aligned to colour, the splat's expected depth):
+    uint16 arrays are millimetres (the capture format's and the shards' unit), float arrays metres; 0 or
+    non-finite means no depth.
+    """
     rgb = torch.as_tensor(rgb)
     mask = torch.as_tensor(mask)
     if rgb.shape[-1] != 3 or rgb.shape[:-1] != mask.shape:
@@ -116,16 +129,47 @@ def make_policy_input(
     rgb = rgb.float() / 255.0 if rgb.dtype == torch.uint8 else rgb.float()
     hand = (mask == LABEL_HAND).float().unsqueeze(-3)
     obj = (mask == LABEL_OBJECT).float().unsqueeze(-3)
-    return assemble_input(rgb.movedim(-1, -3), torch.cat([hand, obj], dim=-3))
+    d = None
+    if depth is not None:
+        d = depth_metres(depth)
+        if d.shape != mask.shape:
+            raise ValueError(
+                f"make_policy_input: depth must be [..., H, W] like the mask {list(mask.shape)}, got {list(d.shape)}"
+            )
+        d = depth_channel(d).unsqueeze(-3)
+    return assemble_input(rgb.movedim(-1, -3), torch.cat([hand, obj], dim=-3), d)
+
+
+DEPTH_RANGE_M = 2.0
+"""The depth channel is ``clamp(depth, 0, DEPTH_RANGE_M) / DEPTH_RANGE_M``: metres to [0, 1] (a hand-eye
+camera sees the object 0.3-1 m away; a D435's depth is good to a few metres)."""
+
+
+def depth_metres(depth: Tensor | np.ndarray) -> Tensor:
+    """Depth as float32 metres: uint16 input is millimetres (the shards' and captures' unit), float input
+    metres; non-finite and negative values become 0 (no depth)."""
+    if isinstance(depth, np.ndarray) and depth.dtype == np.uint16:
+        d = torch.from_numpy(depth.astype(np.float32)) * 1e-3
+    else:
+        d = torch.as_tensor(depth)
+        d = d.float() * 1e-3 if d.dtype == torch.uint16 else d.float()
+    return torch.where(torch.isfinite(d) & (d > 0), d, torch.zeros_like(d))
+
+
+def depth_channel(depth_m: Tensor) -> Tensor:  # [..., H, W] metres -> [..., H, W] in [0, 1]
+    """Metres to the network's depth channel (`DEPTH_RANGE_M`)."""
+    return depth_m.clamp(0.0, DEPTH_RANGE_M) / DEPTH_RANGE_M
 
 
 def assemble_input(
     rgb: Tensor,  # [..., 3, H, W] float in [0, 1]
     masks: Tensor,  # [..., 2, H, W] float {0, 1}: hand, object
-) -> Tensor:  # [..., 5, H, W]
-    """Removes the background (RGB kept only where hand or object) and stacks the masks."""
+    depth: Tensor | None = None,  # [..., 1, H, W] depth channel in [0, 1] (`depth_channel`)
+) -> Tensor:  # [..., 5, H, W] (6 with depth)
+    """Removes the background (RGB, and depth, kept only where hand or object) and stacks the masks."""
     keep = masks.amax(dim=-3, keepdim=True)
-    return torch.cat([rgb * keep, masks], dim=-3).contiguous()
+    parts = [rgb * keep, masks] if depth is None else [rgb * keep, masks, depth * keep]
+    return torch.cat(parts, dim=-3).contiguous()
 
 
 def resize_frames(
@@ -153,6 +197,19 @@ def resize_frames(
     )
     rgb_out = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
     return rgb_out, m[:, 0].to(torch.uint8).numpy()
+
+
+def resize_depth(depth: np.ndarray, size: int) -> np.ndarray:  # [T, H, W] uint16 -> [T, size, size]
+    """Depth resized like `resize_frames` resizes the masks (centred square crop, nearest neighbour: no
+    depth is invented between the object and what lies behind it); a no-op at the same size."""
+    T, H, W = depth.shape
+    if H == W == size:
+        return depth
+    side = min(H, W)
+    y0, x0 = (H - side) // 2, (W - side) // 2
+    d = torch.from_numpy(np.ascontiguousarray(depth[:, y0 : y0 + side, x0 : x0 + side]).astype(np.float32))
+    d = F.interpolate(d[:, None], size=(size, size), mode="nearest")[:, 0]
+    return d.round().to(torch.int32).numpy().astype(np.uint16)
 
 
 def resized_camera(camera: dict[str, Any], size: int) -> dict[str, Any]:
@@ -315,6 +372,7 @@ def load_demos(
                         )
                     if not np.isfinite(actions).all():
                         raise ValueError(f"{where}: non-finite actions")
+                    depth = _read_depth(g, mask.shape, where)
                     attrs = {k: _attr(v) for k, v in g.attrs.items()}
                     pre = np.asarray(g["pregrasp_pose"][()], np.float64) if "pregrasp_pose" in g else None
                     geometry = _read_geometry(g, pre, T, where)
@@ -343,6 +401,13 @@ def load_demos(
                                 "and finite actions [N, 6]"
                             )
                         rgb, mask, actions, cls = _append_recovery((rgb, mask, actions, cls), extra, attrs)
+                        rec_depth = _read_depth(r, extra[1].shape, f"{where}/recovery")
+                        if (depth is None) != (rec_depth is None):
+                            raise ValueError(
+                                f"{where}: obs/depth in only one of the episode and its recovery samples; "
+                                "expected both or neither"
+                            )
+                        depth = None if depth is None else np.concatenate([depth, rec_depth])
                         rec_geometry = _read_geometry(r, pre, n, f"{where}/recovery")
                         geometry = (
                             None
@@ -354,6 +419,7 @@ def load_demos(
                     cam.setdefault("height", int(rgb.shape[1]))
                     if image_size is not None:
                         rgb, mask = resize_frames(rgb, mask, image_size)
+                        depth = None if depth is None else resize_depth(depth, image_size)
                         cam = resized_camera(cam, image_size)
                     if not camera:
                         camera = cam
@@ -364,7 +430,7 @@ def load_demos(
                         )
                     scene_id = str(attrs.get("scene_id", env.get("scene_id", path.parent.name)))
                     key = str(attrs.get("episode_key", f"{path.name}:{name}"))
-                    episodes.append(EpisodeData(rgb, mask, actions, cls, key, scene_id, attrs, geometry))
+                    episodes.append(EpisodeData(rgb, mask, actions, cls, key, scene_id, attrs, geometry, depth))
                     if max_episodes is not None and len(episodes) >= max_episodes:
                         return DemoSet(episodes, camera, [str(p) for p in files], plan)
         except FileNotFoundError:
@@ -414,6 +480,19 @@ def _read_geometry(group: Any, pregrasp: np.ndarray | None, T: int, where: str) 
     return geometry_targets(poses, pregrasp, clear)
 
 
+def _read_depth(group: Any, shape: tuple[int, ...], where: str) -> np.ndarray | None:
+    """An episode (or recovery) group's ``obs/depth`` (uint16 millimetres, the masks' shape); None without one."""
+    if "obs/depth" not in group:
+        return None
+    depth = group["obs/depth"][()]
+    if depth.dtype != np.uint16 or depth.shape != tuple(shape):
+        raise ValueError(
+            f"{where}: obs/depth is {depth.dtype} {depth.shape}; expected uint16 millimetres {tuple(shape)} "
+            "(the masks' shape)"
+        )
+    return depth
+
+
 def _append_recovery(
     frames: tuple[np.ndarray, ...], recovery: tuple[np.ndarray, ...], attrs: dict[str, Any]
 ) -> tuple[np.ndarray, ...]:
@@ -430,8 +509,14 @@ def episode_from_trajgen(episode: Any, image_size: int | None = None) -> Episode
     attrs = dict(episode.attrs)
     known = all(getattr(episode, k, None) is not None for k in ("poses", "pregrasp_pose", "clearance"))
     geometry = geometry_targets(episode.poses, episode.pregrasp_pose, episode.clearance) if known else None
+    depth = getattr(episode, "depth", None)
+    depth = None if depth is None else np.asarray(depth, np.uint16)
     rec = getattr(episode, "recovery", None)
     if rec is not None:
+        if (depth is None) != (getattr(rec, "depth", None) is None):
+            raise ValueError("episode_from_trajgen: depth in only one of the episode and its recovery samples")
+        if depth is not None:
+            depth = np.concatenate([depth, np.asarray(rec.depth, np.uint16)])
         extra = (
             np.asarray(rec.rgb, np.uint8),
             np.asarray(rec.mask, np.uint8),
@@ -444,11 +529,12 @@ def episode_from_trajgen(episode: Any, image_size: int | None = None) -> Episode
             geometry = np.concatenate([geometry, rec_geometry])
     if image_size is not None:
         rgb, mask = resize_frames(rgb, mask, image_size)
+        depth = None if depth is None else resize_depth(depth, image_size)
     scene_id = str(attrs.get("scene_id", ""))
     key = str(
         attrs.get("episode_key", f"{scene_id}/g{attrs.get('grasp_rank', 0)}_s{attrs.get('start_id', 0)}")
     )
-    return EpisodeData(rgb, mask, actions, cls, key, scene_id, attrs, geometry)
+    return EpisodeData(rgb, mask, actions, cls, key, scene_id, attrs, geometry, depth)
 
 
 def split_episodes(
@@ -486,6 +572,20 @@ def stack_frames(episodes: Sequence[EpisodeData]) -> tuple[Tensor, Tensor, Tenso
     cls = torch.from_numpy(np.concatenate([e.cls for e in episodes]))
     ep = torch.cat([torch.full((e.num_frames,), i, dtype=torch.int64) for i, e in enumerate(episodes)])
     return rgb, mask, actions, cls, ep
+
+
+def stack_depth(episodes: Sequence[EpisodeData]) -> Tensor:  # [N, H, W] uint16 millimetres
+    """The episodes' depth, frame by frame like `stack_frames`; raises ValueError naming the first
+    episode without depth (a policy with a depth channel needs demonstrations recorded with depth)."""
+    for e in episodes:
+        if e.depth is None:
+            raise ValueError(
+                f"episode {e.key}: no depth (obs/depth); a policy with a depth channel needs demonstrations "
+                "rendered with depth (`splatsim demos --camera.depth`, HandEyeConfig.depth = True)"
+            )
+        if e.depth.shape != e.mask.shape:
+            raise ValueError(f"episode {e.key}: depth {e.depth.shape}; expected the masks' {e.mask.shape}")
+    return torch.from_numpy(np.concatenate([e.depth for e in episodes]))
 
 
 def stack_geometry(episodes: Sequence[EpisodeData]) -> Tensor:  # [N, 7] float32

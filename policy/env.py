@@ -170,12 +170,15 @@ class SplatEnv:
     def render(
         self,
         gripper_poses: Tensor | np.ndarray,  # [C, 4, 4] or [4, 4]
-    ) -> tuple[np.ndarray, np.ndarray]:  # rgb [C, H, W, 3] uint8, mask [C, H, W] uint8
-        """Renders RGB and label masks at the gripper poses (several cameras per call)."""
+        *,
+        with_depth: bool = False,
+    ) -> tuple[np.ndarray, ...]:  # rgb [C, H, W, 3] uint8, mask [C, H, W] uint8 (, depth [C, H, W] uint16 mm)
+        """Renders RGB and label masks at the gripper poses (several cameras per call); with
+        ``with_depth`` also the depth, uint16 millimetres as the demonstrations store it."""
         poses = torch.as_tensor(np.asarray(gripper_poses), dtype=torch.float64)
         if poses.dim() == 2:
             poses = poses[None]
-        return self._renderer.render_cameras(poses @ self.mount)
+        return self._renderer.render_cameras(poses @ self.mount, with_depth=with_depth)
 
     @staticmethod
     def step_pose(gripper_pose: np.ndarray, action: np.ndarray) -> np.ndarray:  # [4, 4], [6] -> [4, 4]

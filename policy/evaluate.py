@@ -25,7 +25,7 @@ import math
 import time
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -264,8 +264,12 @@ def evaluate_objects(
     plan: dict[str, Any] | None = None,
     log: Callable[[str], None] = lambda _m: None,
     video_dir: Path | None = None,
+    depth_policies: Sequence[str] = (),
 ) -> tuple[list[dict[str, Any]], list[Path]]:
-    """Runs every policy from the same held-out starts of every object; returns episodes and videos."""
+    """Runs every policy from the same held-out starts of every object; returns episodes and videos.
+
+    The policies named in ``depth_policies`` take a depth channel (`policy.model.ModelConfig.depth`): their
+    camera renders depth too and their control loop passes it on."""
     intr, mount, background, mask_min_prob = camera_from_meta(camera)
     start_cfg = cfg.starts.updated_from_plan(plan)
     mcfg = cfg.metrics.validate()
@@ -297,12 +301,14 @@ def evaluate_objects(
             workspace_max=tuple(float(v) for v in c + cfg.workspace_half_extent),
         )
         for method, fn in policies.items():
+            with_depth = method in depth_policies
+            method_ctrl = replace(ctrl, depth=with_depth)
             for i, start in enumerate(starts):
                 robot = SplatRobot(start)
-                cam = SplatCamera(env, robot)
+                cam = SplatCamera(env, robot, depth=with_depth)
                 want_video = video_dir is not None and i < cfg.videos_per_object
                 t0 = time.perf_counter()
-                res = run_control_loop(fn, robot, cam, ctrl, clock=robot.clock, keep_frames=want_video)
+                res = run_control_loop(fn, robot, cam, method_ctrl, clock=robot.clock, keep_frames=want_video)
                 wall = time.perf_counter() - t0
                 m = episode_metrics(res.poses, res.stopped, geometry, intr, mcfg, mount)
                 ep = {
@@ -496,6 +502,7 @@ def run_eval(
         plan=training.get("plan"),
         log=log,
         video_dir=out / "videos" if cfg.videos_per_object > 0 else None,
+        depth_policies=(METHOD_POLICY,) if net.cfg.depth else (),
     )
     summary = summarize(episodes)
     table = markdown_table(summary, episodes)

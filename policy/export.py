@@ -2,7 +2,7 @@
 
 Writes into ``cfg.out``::
 
-    policy.onnx     input ``image`` [B, 5, S, S] float32 -> outputs ``action`` [B, 6], ``score`` [B]
+    policy.onnx     input ``image`` [B, 5, S, S] float32 ([B, 6, S, S] for a policy with a depth channel) -> outputs ``action`` [B, 6], ``score`` [B]
                     (de-normalised action and sigmoid score: no statistics needed outside), with the
                     metadata below also in the model's ``metadata_props``
     metadata.json   input names, shapes, channel order, value ranges, the action normalisation (already
@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from policy.checkpoint import load_policy
-from policy.model import INPUT_CHANNELS, ExportWrapper, PolicyNet
+from policy.model import ExportWrapper, PolicyNet
 
 __all__ = ["ExportConfig", "ExportResult", "check_parity", "export_onnx", "run_export"]
 
@@ -89,7 +89,7 @@ def export_onnx(net: PolicyNet, path: Path, opset: int = 18, exporter: str = "au
     which = _resolve_exporter(exporter)
     wrapper = ExportWrapper(net).eval()
     S = net.cfg.image_size
-    example = (torch.rand(1, len(INPUT_CHANNELS), S, S),)
+    example = (torch.rand(1, len(net.cfg.input_channels), S, S),)
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -119,23 +119,26 @@ def export_onnx(net: PolicyNet, path: Path, opset: int = 18, exporter: str = "au
     return which
 
 
-def _parity_inputs(S: int, n: int, seed: int) -> list[np.ndarray]:
-    """Random and image-like inputs: uniform noise, and blobs of mask with the RGB inside them."""
+def _parity_inputs(S: int, n: int, seed: int, channels: int = 5) -> list[np.ndarray]:
+    """Random and image-like inputs: uniform noise, and blobs of mask with the RGB (and the depth, with
+    a sixth channel) inside them."""
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
         B = 1 if i % 2 == 0 else 3
         if i % 4 < 2:
-            x = rng.random((B, 5, S, S), dtype=np.float32)
+            x = rng.random((B, channels, S, S), dtype=np.float32)
         else:
             yy, xx = np.mgrid[0:S, 0:S] / S
-            x = np.zeros((B, 5, S, S), np.float32)
+            x = np.zeros((B, channels, S, S), np.float32)
             for b in range(B):
                 cy, cx, r = rng.uniform(0.3, 0.7, 3) * np.array([1, 1, 0.4])
                 obj = ((yy - cy) ** 2 + (xx - cx) ** 2 < r**2).astype(np.float32)
                 hand = ((yy - cy - r) ** 2 + (xx - cx) ** 2 < (0.5 * r) ** 2).astype(np.float32) * (1 - obj)
                 x[b, 3], x[b, 4] = hand, obj
                 x[b, :3] = rng.random((3, 1, 1), dtype=np.float32) * (hand + obj)
+                if channels > 5:  # depth: 0.3-0.6 m on the object, the hand a little nearer
+                    x[b, 5] = (obj * rng.uniform(0.15, 0.3) + hand * rng.uniform(0.12, 0.28)).astype(np.float32)
         out.append(x)
     return out
 
@@ -147,7 +150,7 @@ def check_parity(net: PolicyNet, onnx_path: Path, samples: int = 8, seed: int = 
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     wrapper = ExportWrapper(net).eval()
     worst = 0.0
-    for x in _parity_inputs(net.cfg.image_size, samples, seed):
+    for x in _parity_inputs(net.cfg.image_size, samples, seed, len(net.cfg.input_channels)):
         with torch.no_grad():
             a_t, s_t = wrapper(torch.from_numpy(x))
         a_o, s_o = sess.run(["action", "score"], {"image": x})
@@ -166,10 +169,10 @@ def export_metadata(
         "inputs": [
             {
                 "name": "image",
-                "shape": ["batch", len(INPUT_CHANNELS), S, S],
+                "shape": ["batch", len(net.cfg.input_channels), S, S],
                 "dtype": "float32",
                 "layout": "NCHW",
-                "channel_order": list(INPUT_CHANNELS),
+                "channel_order": list(net.cfg.input_channels),
                 "value_range": [0.0, 1.0],
                 "preprocessing": meta.get("input", {}),
             }

@@ -5,6 +5,8 @@ Input (`INPUT_CHANNELS`): float32 ``[B, 5, H, W]`` with values in [0, 1], channe
     0-2  R, G, B of the hand-eye image with the background removed (black where the mask is 0)
     3    hand mask (1 where the rendered label is hand)
     4    object mask (1 where the rendered label is object)
+    5    only with ``ModelConfig.depth`` (beyond the paper): depth aligned to colour, background removed,
+         ``clamp(metres, 0, 2) / 2`` (`DEPTH_CHANNEL`)
 
 `policy.data.make_policy_input` builds it from an image and a label mask, for training, the splat and
 the robot alike.
@@ -34,6 +36,7 @@ from torch import Tensor, nn
 __all__ = [
     "ACTION_DIM",
     "GEOMETRY_DIM",
+    "DEPTH_CHANNEL",
     "INPUT_CHANNELS",
     "MASK_STATS_DIM",
     "ExportWrapper",
@@ -43,7 +46,10 @@ __all__ = [
 ]
 
 INPUT_CHANNELS = ("red", "green", "blue", "hand_mask", "object_mask")
-"""Input channel order."""
+"""Input channel order (the paper's five channels)."""
+DEPTH_CHANNEL = "depth"
+"""The sixth channel of a policy with ``ModelConfig.depth``: depth aligned to colour, background removed,
+``clamp(metres, 0, 2) / 2`` (`policy.data.depth_channel`)."""
 ACTION_DIM = 6
 """Euler xyz (3, radians) + translation (3, metres)."""
 GEOMETRY_DIM = 7
@@ -77,6 +83,12 @@ class ModelConfig:
     anti-aliased outline gives the object's image size to a small fraction of a pixel), through a small
     MLP (`STATS_HIDDEN` units). ResNet-18's global average pool over 2x2 cells at 64 px keeps that size
     only coarsely; the stop decision hinges on it (about 3 cm of distance per pixel at 0.4 m)."""
+    depth: bool = False
+    """A sixth input channel after the paper's five (`DEPTH_CHANNEL`): the hand-eye depth aligned to the
+    colour image (a wrist RealSense's aligned depth; the splat's expected depth), background removed. A
+    single RGB frame gives distance only through an object's apparent size, which an unseen object of
+    another size gets wrong; depth measures it. Beyond the paper (RGB + masks); needs demonstrations
+    recorded with depth (`trajgen.handeye.HandEyeConfig.depth`) and a camera that gives it."""
     geometry_head: bool = False
     """Seven more outputs after the action and logit: the frame's `policy.data.GEOMETRY_TARGETS` (distance
     to the object, pre-grasp pose), normalised, an auxiliary training target; set by
@@ -100,6 +112,11 @@ class ModelConfig:
             )
         return self
 
+    @property
+    def input_channels(self) -> tuple[str, ...]:
+        """The input's channels in order: `INPUT_CHANNELS`, then `DEPTH_CHANNEL` with ``depth``."""
+        return (*INPUT_CHANNELS, DEPTH_CHANNEL) if self.depth else INPUT_CHANNELS
+
     def as_dict(self) -> dict:
         d = asdict(self)
         d["blocks"] = list(self.blocks)
@@ -114,6 +131,7 @@ class ModelConfig:
             stem_pool=bool(d.get("stem_pool", True)),
             input_pool=int(d.get("input_pool", 1)),
             mask_stats=bool(d.get("mask_stats", False)),
+            depth=bool(d.get("depth", False)),
             geometry_head=bool(d.get("geometry_head", False)),
         ).validate()
 
@@ -182,7 +200,7 @@ class PolicyNet(nn.Module):
         super().__init__()
         self.cfg = (cfg or ModelConfig()).validate()
         w = self.cfg.width
-        self.conv1 = nn.Conv2d(len(INPUT_CHANNELS), w, 7, 2, 3, bias=False)
+        self.conv1 = nn.Conv2d(len(self.cfg.input_channels), w, 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(w)
         self.relu = nn.ReLU(inplace=True)
         k = self.cfg.input_pool
@@ -267,8 +285,11 @@ class PolicyNet(nn.Module):
         self,
         x: Tensor,  # [B, 5, H, W] float in [0, 1]
     ) -> Tensor:  # [B, 7] normalised action (6), pre-grasp logit (1) (+ normalised geometry (7))
-        if x.dim() != 4 or x.shape[1] != len(INPUT_CHANNELS):
-            raise ValueError(f"PolicyNet expects [B, {len(INPUT_CHANNELS)}, H, W] input, got {list(x.shape)}")
+        c = len(self.cfg.input_channels)
+        if x.dim() != 4 or x.shape[1] != c:
+            raise ValueError(
+                f"PolicyNet expects [B, {c}, H, W] input ({', '.join(self.cfg.input_channels)}), got {list(x.shape)}"
+            )
         stats = None if self.stats_mlp is None else self.stats_mlp(mask_statistics(x))
         x = self.maxpool(self.relu(self.bn1(self.conv1(self.input_pool(x)))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))

@@ -55,6 +55,9 @@ class Frame:
     rgb: np.ndarray  # [H, W, 3] uint8
     mask: np.ndarray | None = None  # [H, W] uint8 labels (0 background, 1 object, 2 hand), if known
     timestamp: float = 0.0
+    depth: np.ndarray | None = None
+    """[H, W] depth aligned to ``rgb`` along the camera z axis: float metres, or uint16 millimetres (0: no
+    depth); needed by a policy with a depth channel (`ControlConfig.depth`)."""
 
 
 class Robot(ABC):
@@ -98,7 +101,7 @@ class Segmenter(Protocol):
 
 
 class PolicyFn(Protocol):
-    """A policy: network input [1, 5, H, W] float32 -> (action [6], score C in [0, 1])."""
+    """A policy: network input [1, 5, H, W] ([1, 6, H, W] with depth) float32 -> (action [6], score C in [0, 1])."""
 
     def __call__(self, image: np.ndarray) -> tuple[np.ndarray, float]: ...
 
@@ -125,6 +128,9 @@ class ControlConfig:
     """Workspace box, lower corner in the robot base frame (metres); targets are clipped into it."""
     workspace_max: tuple[float, float, float] = (1.0, 1.0, 1.0)
     """Workspace box, upper corner (metres)."""
+    depth: bool = False
+    """The policy takes a depth channel (`policy.model.ModelConfig.depth`; an exported model's metadata
+    lists ``depth`` among its channels): every frame must carry ``depth``, or the loop stops with an error."""
     lost_object_frames: int = 0
     """Stop (reason 'object_lost') after this many frames in a row without one object pixel (0 = off,
     the splat evaluation's protocol). A policy that has lost the object has nothing to steer by and
@@ -271,9 +277,15 @@ def run_control_loop(
                 if segmenter is None:
                     raise ValueError("the camera gives no masks and no segmenter was given")
                 mask = segmenter(frame.rgb)
+            if cfg.depth and frame.depth is None:
+                raise ValueError(
+                    "ControlConfig.depth: the policy takes a depth channel but the camera gave a frame without "
+                    "depth (enable the camera's aligned depth stream)"
+                )
+            depth = frame.depth if cfg.depth else None
             if keep_frames:
-                result.frames.append(Frame(frame.rgb, mask, frame.timestamp))
-            x = make_policy_input(frame.rgb, mask)[None].numpy()
+                result.frames.append(Frame(frame.rgb, mask, frame.timestamp, frame.depth))
+            x = make_policy_input(frame.rgb, mask, depth)[None].numpy()
             unseen_run = 0 if bool((x[0, 4] > 0).any()) else unseen_run + 1
             if cfg.lost_object_frames and unseen_run >= cfg.lost_object_frames:
                 result.reason = "object_lost"

@@ -68,13 +68,16 @@ class SplatRobot(Robot):
 
 
 class SplatCamera(Camera):
-    """Renders the hand-eye view (RGB and label mask) at the robot's current gripper pose."""
+    """Renders the hand-eye view (RGB and label mask, and with ``depth`` the depth as uint16 millimetres,
+    as the demonstrations store it) at the robot's current gripper pose."""
 
-    def __init__(self, env: SplatEnv, robot: SplatRobot) -> None:
+    def __init__(self, env: SplatEnv, robot: SplatRobot, *, depth: bool = False) -> None:
         self.env = env
         self.robot = robot
         self.intrinsics = env.intrinsics
+        self.depth = bool(depth)
 
     def read(self) -> Frame:
-        rgb, mask = self.env.render(self.robot.current_pose())
-        return Frame(rgb[0], mask[0], self.robot.clock())
+        out = self.env.render(self.robot.current_pose(), with_depth=self.depth)
+        rgb, mask = out[0], out[1]
+        return Frame(rgb[0], mask[0], self.robot.clock(), out[2][0] if self.depth else None)

@@ -42,8 +42,10 @@ from policy.data import (
     assemble_input,
     camera_intrinsics_or_default,
     column_stats,
+    depth_channel,
     load_demos,
     split_episodes,
+    stack_depth,
     stack_frames,
     stack_geometry,
 )
@@ -238,13 +240,20 @@ def _batch(
     idx: Tensor,
     augment: AugmentConfig | None,
     g: torch.Generator | None,
-) -> Tensor:  # [B, 5, H, W]
+    depth: Tensor | None = None,  # [N, H, W] uint16 millimetres (a policy with a depth channel)
+) -> Tensor:  # [B, 5, H, W] ([B, 6, H, W] with depth)
+    """The network input of frames ``idx``, built like `policy.data.make_policy_input` (the tests compare
+    the two), augmented when ``augment`` and ``g`` are given."""
     x = rgb[idx].permute(0, 3, 1, 2).float() / 255.0
     m = mask[idx]
     masks = torch.stack([(m == LABEL_HAND), (m == LABEL_OBJECT)], dim=1).float()
+    d = None if depth is None else depth_channel(depth[idx].float() * 1e-3).unsqueeze(1)
     if augment is not None and g is not None:
-        x, masks = augment_batch(x, masks, augment, g)
-    return assemble_input(x, masks)
+        if d is None:
+            x, masks = augment_batch(x, masks, augment, g)
+        else:
+            x, masks, d = augment_batch(x, masks, augment, g, depth=d)
+    return assemble_input(x, masks, d)
 
 
 def train_device(device: str) -> torch.device:
@@ -265,14 +274,16 @@ def train_device(device: str) -> torch.device:
 
 def _evaluate(
     net: PolicyNet,
-    frames: tuple[Tensor, Tensor, Tensor, Tensor],
+    frames: tuple[Tensor, ...],
     cfg: TrainConfig,
     batch_size: int = 64,
     geometry: Tensor | None = None,
 ) -> dict[str, float]:
-    """Validation losses (Eq. 17 and parts) and readable errors on frames (rgb, mask, actions, cls), and
+    """Validation losses (Eq. 17 and parts) and readable errors on frames (rgb, mask, actions, cls, and
+    depth for a policy with a depth channel), and
     the geometry head's loss and distance error when it has one."""
-    rgb, mask, actions, cls = frames
+    rgb, mask, actions, cls = frames[:4]
+    depth = frames[4] if len(frames) > 4 else None
     with_geometry = net.cfg.geometry_head and geometry is not None
     dev = next(net.parameters()).device
     n = int(actions.shape[0])
@@ -287,7 +298,7 @@ def _evaluate(
     with torch.no_grad():
         for b0 in range(0, n, batch_size):
             idx = torch.arange(b0, min(n, b0 + batch_size))
-            out = net(_batch(rgb, mask, idx, None, None).to(dev)).cpu()
+            out = net(_batch(rgb, mask, idx, None, None, depth).to(dev)).cpu()
             target = net.normalize_action(actions[idx].to(dev)).cpu()
             loss, parts = eq17_loss(
                 out[:, : ACTION_DIM + 1], target, cls[idx], cfg.lambda_t, cfg.lambda_r, 1.0, cfg.lambda_c
@@ -424,6 +435,11 @@ def run_train(
     rgb, mask, actions, cls, _ = stack_frames(train_eps)
     val_frames = stack_frames(val_eps)[:4] if val_eps else None
     model_cfg = model_config(cfg)
+    depth = None
+    if model_cfg.depth:  # a policy with a depth channel: every episode must carry depth
+        depth = stack_depth(train_eps)
+        if val_frames is not None:
+            val_frames = (*val_frames, stack_depth(val_eps))
     geometry = val_geometry = None
     if model_cfg.geometry_head:
         geometry = stack_geometry(train_eps)
@@ -576,7 +592,7 @@ def run_train(
             next_epoch_shuffle = shuffle_g.get_state()
             while batch_in_epoch < steps_per_epoch and step < total_steps:
                 idx = perm[batch_in_epoch * batch : (batch_in_epoch + 1) * batch]
-                x = _batch(rgb, mask, idx, cfg.augment, aug_g).to(dev)
+                x = _batch(rgb, mask, idx, cfg.augment, aug_g, depth).to(dev)
                 target = net.normalize_action(actions[idx].to(dev))
                 for group in opt.param_groups:
                     group["lr"] = _lr_at(cfg, step, total_steps)

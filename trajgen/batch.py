@@ -376,6 +376,8 @@ class _ScenePlanner:
 
 def _result_config(cfg: DemosConfig, sources: list[SceneSource]) -> dict[str, Any]:
     d = {k: asdict(cfg)[k] if k in ("plan", "camera") else getattr(cfg, k) for k in _RESULT_FIELDS}
+    if not d["camera"].get("depth"):  # runs without depth keep the hashes they had before the field existed
+        d["camera"].pop("depth", None)
     d["scenes"] = [{"scene_id": s.scene_id, "sha256": s.sha256} for s in sources]
     d = json.loads(json.dumps(d))
     d["config_hash"] = hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

@@ -8,6 +8,8 @@ One HDF5 file per episode (see ``docs/dataset_format.md`` for every key)::
                                   episode_key, plan_hash, t1, t2
     /data/demo_0/obs/rgb        [T, H, W, 3] uint8, gzip, one chunk per frame
     /data/demo_0/obs/mask       [T, H, W] uint8 labels (0 background, 1 object, 2 hand), gzip
+    /data/demo_0/obs/depth      [T, H, W] uint16 millimetres along the camera z axis (0: nothing hit),
+                                gzip; only when the camera records depth (`HandEyeConfig.depth`)
     /data/demo_0/actions        [T, 6] float64 gripper motion to the next step (euler xyz, translation)
     /data/demo_0/cls            [T] uint8, 1 at the pre-grasp pose
     /data/demo_0/dones          [T] uint8 (= cls; robomimic's key)
@@ -18,7 +20,7 @@ One HDF5 file per episode (see ``docs/dataset_format.md`` for every key)::
     /data/demo_0/phase          [T] uint8 trajectory phase 1, 2, 3
     /data/demo_0/grasp_pose     [4, 4] float64; pregrasp_pose [4, 4] float64
     /data/demo_0/recovery/      only with recovery samples (`trajgen.recovery`): attrs num_samples N,
-                                stop_label; obs/rgb, obs/mask, actions, cls, poses, camera_poses,
+                                stop_label; obs/rgb, obs/mask, (obs/depth), actions, cls, poses, camera_poses,
                                 clearance, phase like above with N rows, source [N] int16 (the
                                 waypoint perturbed, -1 around the pre-grasp pose)
 
@@ -126,7 +128,7 @@ def write_episode(
                 "grasp_pose": episode.grasp_pose.astype(np.float64),
                 "pregrasp_pose": episode.pregrasp_pose.astype(np.float64),
             }
-            _write_frames(demo, episode.rgb, episode.mask, arrays, gz)
+            _write_frames(demo, episode.rgb, episode.mask, arrays, gz, episode.depth)
             if episode.recovery is not None:
                 _write_recovery(demo.create_group(RECOVERY_GROUP), episode.recovery, gz)
             f.attrs["committed"] = True
@@ -142,13 +144,23 @@ def write_episode(
 
 
 def _write_frames(
-    group: h5py.Group, rgb: np.ndarray, mask: np.ndarray, arrays: dict[str, np.ndarray], gz: dict[str, Any]
+    group: h5py.Group,
+    rgb: np.ndarray,
+    mask: np.ndarray,
+    arrays: dict[str, np.ndarray],
+    gz: dict[str, Any],
+    depth: np.ndarray | None = None,
 ) -> None:
-    """``obs/rgb`` and ``obs/mask`` (gzip, one chunk per frame) and the per-frame ``arrays`` into ``group``."""
+    """``obs/rgb``, ``obs/mask`` and ``obs/depth`` when given (gzip, one chunk per frame) and the per-frame
+    ``arrays`` into ``group``."""
     N, H, W = rgb.shape[:3]
     obs = group.create_group("obs")
     obs.create_dataset("rgb", data=rgb, chunks=(1, H, W, 3) if N else None, track_times=False, **gz)
     obs.create_dataset("mask", data=mask, chunks=(1, H, W) if N else None, track_times=False, **gz)
+    if depth is not None:
+        obs.create_dataset(
+            "depth", data=depth.astype(np.uint16), chunks=(1, H, W) if N else None, track_times=False, **gz
+        )
     for key, value in arrays.items():
         group.create_dataset(key, data=value, track_times=False)
 
@@ -164,7 +176,7 @@ def _write_recovery(group: h5py.Group, rec: RecoveryFrames, gz: dict[str, Any]) 
         "phase": rec.phase.astype(np.uint8),
         "source": rec.source.astype(np.int16),
     }
-    _write_frames(group, rec.rgb, rec.mask, arrays, gz)
+    _write_frames(group, rec.rgb, rec.mask, arrays, gz, rec.depth)
 
 
 def _read_recovery(group: h5py.Group) -> RecoveryFrames:
@@ -172,6 +184,7 @@ def _read_recovery(group: h5py.Group) -> RecoveryFrames:
         rgb=group["obs/rgb"][()],
         mask=group["obs/mask"][()],
         **{k: group[k][()] for k in _RECOVERY_ARRAYS},
+        depth=group["obs/depth"][()] if "obs/depth" in group else None,
     )
 
 
@@ -206,6 +219,7 @@ def read_episode(path: Path | str) -> Episode:
             pregrasp_pose=demo["pregrasp_pose"][()],
             attrs=attrs,
             recovery=_read_recovery(demo[RECOVERY_GROUP]) if RECOVERY_GROUP in demo else None,
+            depth=demo["obs/depth"][()] if "obs/depth" in demo else None,
         )
 
 
@@ -247,8 +261,21 @@ def validate_episode(
             T = int(demo.attrs.get("num_samples", -1))
             tolerance = _decode_attr(demo.attrs.get("stop_label")) == "tolerance"
             errors += _check_arrays(path, T, rgb, mask, arrays, image_size, tolerance)
+            has_depth = "obs/depth" in demo
+            if has_depth:
+                errors += _check_depth(f"{path}: obs/depth", demo["obs/depth"][()], mask.shape)
             if RECOVERY_GROUP in demo:
-                errors += _check_recovery(path, demo[RECOVERY_GROUP], mask.shape[1:], tolerance)
+                rec = demo[RECOVERY_GROUP]
+                errors += _check_recovery(path, rec, mask.shape[1:], tolerance)
+                if has_depth != ("obs/depth" in rec):
+                    errors.append(
+                        f"{path}: obs/depth is {'present' if has_depth else 'absent'} but {RECOVERY_GROUP}/obs/depth "
+                        f"is {'present' if not has_depth else 'absent'}; expected both or neither"
+                    )
+                elif has_depth and "obs/mask" in rec:
+                    errors += _check_depth(
+                        f"{path}: {RECOVERY_GROUP}/obs/depth", rec["obs/depth"][()], rec["obs/mask"].shape
+                    )
             for key, value in (expected or {}).items():
                 got = _decode_attr(demo.attrs.get(key))
                 if got != value:
@@ -321,6 +348,13 @@ def _check_arrays(
     return errors
 
 
+def _check_depth(where: str, depth: np.ndarray, shape: tuple[int, ...]) -> list[str]:
+    """``obs/depth`` must be uint16 millimetres of the masks' shape."""
+    if depth.dtype != np.uint16 or depth.shape != tuple(shape):
+        return [f"{where} is {depth.dtype} {depth.shape}; expected uint16 millimetres {tuple(shape)}"]
+    return []
+
+
 def _check_recovery(
     path: Path, group: h5py.Group, image_shape: tuple[int, ...], tolerance: bool
 ) -> list[str]:
@@ -387,6 +421,7 @@ class DemoDataset(Dataset):
       ``remove_background`` (what the paper's policy sees);
     - ``masks`` [2, H, W] float32: hand, object (the paper's policy's extra input channels);
     - ``label`` [H, W] int64: 0 background, 1 object, 2 hand;
+    - ``depth`` [H, W] float32 metres, only where the episodes record depth (background removed like the RGB);
     - ``action`` [6] float32 (euler xyz, translation), ``cls`` [] float32, ``pose`` [4, 4] float64;
     - ``episode`` and ``step`` (int indices), ``recovery`` (bool): ``step`` counts the episode's
       trajectory steps first, then its recovery samples (``step - num_samples`` is the sample's index).
@@ -449,7 +484,11 @@ class DemoDataset(Dataset):
         if self.remove_background:
             rgb = rgb * (label > 0)
         masks = torch.stack([label == 2, label == 1]).float()
-        return {
+        item: dict[str, Any] = {}
+        if "obs/depth" in g:  # metres, 0 where nothing was hit (and, with remove_background, off hand and object)
+            depth = torch.from_numpy(g["obs/depth"][i].astype(np.float32)) * 1e-3
+            item["depth"] = depth * (label > 0) if self.remove_background else depth
+        return item | {
             "rgb": rgb,
             "masks": masks,
             "label": label,

@@ -32,12 +32,20 @@ from splatsim.scene import SH_C0, GaussianScene
 from trajgen.handeye import HandEyeConfig, camera_poses_from_gripper, policy_intrinsics
 from trajgen.trajectory import Trajectory, trajectory_actions
 
-__all__ = ["Episode", "HandEyeRenderer", "RecoveryFrames", "build_episode"]
+__all__ = ["Episode", "HandEyeRenderer", "RecoveryFrames", "build_episode", "depth_millimetres"]
 
 _SIGMA_REACH = 3.5
 """Culling radius of a Gaussian in standard deviations (its alpha falls below 1/255 by 3.33)."""
 _MARGIN_PX = 4.0
 """Frustum widening for culling, pixels (covers the 0.3 px² dilation's reach of ~1.8 px)."""
+
+
+def depth_millimetres(depth_m: np.ndarray) -> np.ndarray:  # float metres -> uint16 millimetres
+    """Float metres as episodes store depth: uint16 millimetres, rounded, 0 where there is no depth
+    (non-finite or <= 0), saturating at 65535 mm (the capture format's depth unit)."""
+    d = np.asarray(depth_m, np.float64)
+    d = np.where(np.isfinite(d) & (d > 0), d, 0.0)
+    return np.clip(np.round(d * 1000.0), 0, 65535).astype(np.uint16)
 
 
 class _CullGrid:
@@ -125,12 +133,17 @@ class HandEyeRenderer:
     def render_cameras(
         self,
         camera_poses: Tensor,  # [T, 4, 4] camera-to-world
-    ) -> tuple[np.ndarray, np.ndarray]:  # rgb [T, H, W, 3] uint8, mask [T, H, W] uint8
-        """Renders camera poses in batches of ``batch_size``."""
+        *,
+        with_depth: bool = False,
+    ) -> tuple[np.ndarray, ...]:  # rgb [T, H, W, 3] uint8, mask [T, H, W] uint8 (, depth [T, H, W] uint16 mm)
+        """Renders camera poses in batches of ``batch_size``; with ``with_depth`` also the expected depth
+        along the camera's z axis as uint16 millimetres (`policy.data.depth_to_millimetres`: 0 where
+        nothing is hit), what a RealSense's depth aligned to colour gives."""
         camera_poses = torch.as_tensor(camera_poses, dtype=torch.float64)
         T = camera_poses.shape[0]
         rgb = np.empty((T, self.height, self.width, 3), dtype=np.uint8)
         mask = np.empty((T, self.height, self.width), dtype=np.uint8)
+        depth = np.empty((T, self.height, self.width), dtype=np.uint16) if with_depth else None
         with torch.no_grad():
             for b0 in range(0, T, self.batch_size):
                 c2w = camera_poses[b0 : b0 + self.batch_size]
@@ -138,7 +151,9 @@ class HandEyeRenderer:
                 out = self._rasterize(viewmats)
                 rgb[b0 : b0 + len(c2w)] = (out.rgb.clamp(0, 1) * 255.0).round().to(torch.uint8).cpu().numpy()
                 mask[b0 : b0 + len(c2w)] = out.label_map(self.mask_min_prob).cpu().numpy()
-        return rgb, mask
+                if depth is not None:
+                    depth[b0 : b0 + len(c2w)] = depth_millimetres(out.depth.cpu().numpy())
+        return (rgb, mask) if depth is None else (rgb, mask, depth)
 
     def _rasterize(self, viewmats: Tensor):
         C = viewmats.shape[0]
@@ -184,6 +199,7 @@ class RecoveryFrames:
     clearance: np.ndarray  # [N, 2] float32
     phase: np.ndarray  # [N] uint8 the planner phase of the expert step
     source: np.ndarray  # [N] int16 the waypoint perturbed, -1 around the pre-grasp pose
+    depth: np.ndarray | None = None  # [N, H, W] uint16 millimetres (camera recording depth only)
 
     @property
     def num_samples(self) -> int:
@@ -208,6 +224,9 @@ class Episode:
     """Identifiers and metadata (scene_id, grasp_id, grasp_rank, start_id, t1, t2, ...)."""
     recovery: RecoveryFrames | None = None
     """Recovery samples rendered with the trajectory (None: planned without them)."""
+    depth: np.ndarray | None = None
+    """[T, H, W] uint16 millimetres, the expected depth along the camera's z axis (0: nothing hit); only
+    when the camera records depth (`trajgen.handeye.HandEyeConfig.depth`)."""
 
     @property
     def num_samples(self) -> int:
@@ -227,7 +246,8 @@ def build_episode(
     samples too, when it carries them (``trajectory.recovery``)."""
     poses = trajectory.poses.to(torch.float64)
     cams = camera_poses_from_gripper(poses, renderer.camera)
-    rgb, mask = renderer.render_cameras(cams)
+    with_depth = bool(renderer.camera.depth)
+    rgb, mask, *depth = renderer.render_cameras(cams, with_depth=with_depth)
     meta = dict(attrs)
     meta.update(t1=int(trajectory.t1), t2=int(trajectory.t2))
     recovery = None
@@ -236,7 +256,7 @@ def build_episode(
         meta["stop_label"] = rec.stop_label
         rec_poses = rec.poses.to(torch.float64)
         rec_cams = camera_poses_from_gripper(rec_poses, renderer.camera)
-        rec_rgb, rec_mask = renderer.render_cameras(rec_cams)
+        rec_rgb, rec_mask, *rec_depth = renderer.render_cameras(rec_cams, with_depth=with_depth)
         recovery = RecoveryFrames(
             rgb=rec_rgb,
             mask=rec_mask,
@@ -247,6 +267,7 @@ def build_episode(
             clearance=rec.clearance.to(torch.float32).numpy(),
             phase=rec.phase.numpy().astype(np.uint8),
             source=rec.source.numpy().astype(np.int16),
+            depth=rec_depth[0] if rec_depth else None,
         )
     return Episode(
         rgb=rgb,
@@ -261,4 +282,5 @@ def build_episode(
         pregrasp_pose=torch.as_tensor(pregrasp_pose, dtype=torch.float64).numpy(),
         attrs=meta,
         recovery=recovery,
+        depth=depth[0] if depth else None,
     )

@@ -56,6 +56,9 @@ class HandEyeConfig:
     """Camera orientation in the gripper frame: extrinsic x-y-z Euler angles, degrees."""
     background: tuple[float, float, float] = (0.0, 0.0, 0.0)
     """RGB in [0, 1] where the splat leaves the image uncovered."""
+    depth: bool = False
+    """Also record depth aligned to the colour image (a RealSense's depth aligned to colour): episodes
+    store ``obs/depth``, uint16 millimetres, for a policy with a depth channel (`policy.model.ModelConfig.depth`)."""
 
     def validate(self) -> HandEyeConfig:
         """Raises ValueError naming the field for impossible settings; returns self."""
