@@ -497,7 +497,12 @@ def dagger_episodes(
         for j, traj in enumerate(plan.trajectories):
             robot = SplatRobot(traj.poses[0].numpy())
             res = run_control_loop(
-                fn, robot, SplatCamera(env, robot, depth=net.cfg.depth), ctrl, clock=robot.clock, keep_frames=True
+                fn,
+                robot,
+                SplatCamera(env, robot, depth=net.cfg.depth),
+                ctrl,
+                clock=robot.clock,
+                keep_frames=True,
             )
             visited = np.asarray(res.poses[: len(res.frames)])
             if tolerance:
@@ -929,7 +934,10 @@ def main(argv: list[str] | None = None) -> int:
         help="a sixth input channel, the hand-eye depth (beyond the paper's RGB + masks; default: off)",
     )
     ap.add_argument(
-        "--train-seed", type=int, default=None, help="the training seed (split, weights, batch order; default 0)"
+        "--train-seed",
+        type=int,
+        default=None,
+        help="the training seed (split, weights, batch order; default 0)",
     )
     ap.add_argument("--progress", action="store_true", help="progress bars")
     args = ap.parse_args(argv)

@@ -430,7 +430,9 @@ def load_demos(
                         )
                     scene_id = str(attrs.get("scene_id", env.get("scene_id", path.parent.name)))
                     key = str(attrs.get("episode_key", f"{path.name}:{name}"))
-                    episodes.append(EpisodeData(rgb, mask, actions, cls, key, scene_id, attrs, geometry, depth))
+                    episodes.append(
+                        EpisodeData(rgb, mask, actions, cls, key, scene_id, attrs, geometry, depth)
+                    )
                     if max_episodes is not None and len(episodes) >= max_episodes:
                         return DemoSet(episodes, camera, [str(p) for p in files], plan)
         except FileNotFoundError:
@@ -514,7 +516,9 @@ def episode_from_trajgen(episode: Any, image_size: int | None = None) -> Episode
     rec = getattr(episode, "recovery", None)
     if rec is not None:
         if (depth is None) != (getattr(rec, "depth", None) is None):
-            raise ValueError("episode_from_trajgen: depth in only one of the episode and its recovery samples")
+            raise ValueError(
+                "episode_from_trajgen: depth in only one of the episode and its recovery samples"
+            )
         if depth is not None:
             depth = np.concatenate([depth, np.asarray(rec.depth, np.uint16)])
         extra = (

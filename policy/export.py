@@ -138,7 +138,9 @@ def _parity_inputs(S: int, n: int, seed: int, channels: int = 5) -> list[np.ndar
                 x[b, 3], x[b, 4] = hand, obj
                 x[b, :3] = rng.random((3, 1, 1), dtype=np.float32) * (hand + obj)
                 if channels > 5:  # depth: 0.3-0.6 m on the object, the hand a little nearer
-                    x[b, 5] = (obj * rng.uniform(0.15, 0.3) + hand * rng.uniform(0.12, 0.28)).astype(np.float32)
+                    x[b, 5] = (obj * rng.uniform(0.15, 0.3) + hand * rng.uniform(0.12, 0.28)).astype(
+                        np.float32
+                    )
         out.append(x)
     return out
 

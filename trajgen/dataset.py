@@ -485,7 +485,8 @@ class DemoDataset(Dataset):
             rgb = rgb * (label > 0)
         masks = torch.stack([label == 2, label == 1]).float()
         item: dict[str, Any] = {}
-        if "obs/depth" in g:  # metres, 0 where nothing was hit (and, with remove_background, off hand and object)
+        # depth in metres; 0 where nothing was hit (and off hand and object with remove_background)
+        if "obs/depth" in g:
             depth = torch.from_numpy(g["obs/depth"][i].astype(np.float32)) * 1e-3
             item["depth"] = depth * (label > 0) if self.remove_background else depth
         return item | {

@@ -30,7 +30,14 @@ def depth_demo_dir(tmp_path_factory, tiny_env):
     rng = np.random.default_rng(1)
     intr = tiny_env.intrinsics
     env_args = {
-        "intrinsics": {"fx": intr.fx, "fy": intr.fy, "cx": intr.cx, "cy": intr.cy, "width": SIZE, "height": SIZE},
+        "intrinsics": {
+            "fx": intr.fx,
+            "fy": intr.fy,
+            "cx": intr.cx,
+            "cy": intr.cy,
+            "width": SIZE,
+            "height": SIZE,
+        },
         "gripper_T_camera": np.eye(4).tolist(),
         "camera": {"background": [0.0, 0.0, 0.0], "depth": True},
     }
@@ -100,7 +107,8 @@ def test_depth_channel_values_and_units() -> None:
     metres = np.array([[0.5, 0.4, 0.35], [3.0, np.nan, 0.8]], np.float32)
     x = make_policy_input(rgb, mask, metres)
     assert x.shape == (6, 2, 3)
-    expected = np.array([[0.0, 0.4, 0.35], [DEPTH_RANGE_M, 0.0, 0.0]]) / DEPTH_RANGE_M  # background and NaN: 0
+    # background and NaN: 0; beyond the range: 1
+    expected = np.array([[0.0, 0.4, 0.35], [DEPTH_RANGE_M, 0.0, 0.0]]) / DEPTH_RANGE_M
     np.testing.assert_allclose(x[5].numpy(), expected, atol=1e-7)
     mm = np.array([[500, 400, 350], [3000, 0, 800]], np.uint16)  # the shards' unit
     np.testing.assert_allclose(make_policy_input(rgb, mask, mm)[5].numpy(), expected, atol=1e-7)
@@ -221,7 +229,9 @@ def test_depth_policy_trains_exports_and_evaluates(tmp_path, depth_policy, tiny_
     for fn in (TorchPolicy(net), OnnxPolicy(res.onnx_path)):
         robot = SplatRobot(start)
         cam = SplatCamera(tiny_env, robot, depth=True)
-        runs.append(run_control_loop(fn, robot, cam, ControlConfig(max_steps=3, depth=True), clock=robot.clock))
+        runs.append(
+            run_control_loop(fn, robot, cam, ControlConfig(max_steps=3, depth=True), clock=robot.clock)
+        )
     assert runs[0].steps == runs[1].steps
     for p, q in zip(runs[0].poses, runs[1].poses):
         np.testing.assert_allclose(p, q, atol=1e-4)
@@ -244,7 +254,9 @@ def test_depth_policy_trains_exports_and_evaluates(tmp_path, depth_policy, tiny_
     )
     ev = run_eval(cfg, objects=[EvalObject("toy_a", tiny_scene, grasp[None])])
     assert {e["method"] for e in ev.episodes} == {"policy", "ibvs_mask"}
-    assert json.loads((tmp_path / "eval" / "eval_report.json").read_text())["policy"]["model"]["depth"] is True
+    assert (
+        json.loads((tmp_path / "eval" / "eval_report.json").read_text())["policy"]["model"]["depth"] is True
+    )
 
 
 def test_depth_policy_needs_demonstrations_with_depth(tmp_path, demo_dir) -> None:
@@ -252,7 +264,12 @@ def test_depth_policy_needs_demonstrations_with_depth(tmp_path, demo_dir) -> Non
     from policy.train import TrainConfig, run_train
 
     cfg = TrainConfig(
-        data=(demo_dir,), out=tmp_path, model=ModelConfig(SIZE, 4, depth=True), epochs=1, max_steps=1, progress=False
+        data=(demo_dir,),
+        out=tmp_path,
+        model=ModelConfig(SIZE, 4, depth=True),
+        epochs=1,
+        max_steps=1,
+        progress=False,
     )
     with pytest.raises(ValueError, match=r"no depth \(obs/depth\).*HandEyeConfig.depth"):
         run_train(cfg)
@@ -272,7 +289,12 @@ def test_loop_refuses_frames_without_depth() -> None:
 
     class DepthCam(Cam):
         def read(self):
-            return Frame(np.zeros((8, 8, 3), np.uint8), np.ones((8, 8), np.uint8), 0.0, np.full((8, 8), 0.5, np.float32))
+            return Frame(
+                np.zeros((8, 8, 3), np.uint8),
+                np.ones((8, 8), np.uint8),
+                0.0,
+                np.full((8, 8), 0.5, np.float32),
+            )
 
     def fn(x):
         seen.append(x.shape)
