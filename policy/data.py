@@ -585,7 +585,7 @@ def stack_depth(episodes: Sequence[EpisodeData]) -> Tensor:  # [N, H, W] uint16 
         if e.depth is None:
             raise ValueError(
                 f"episode {e.key}: no depth (obs/depth); a policy with a depth channel needs demonstrations "
-                "rendered with depth (`splatsim demos --camera.depth`, HandEyeConfig.depth = True)"
+                "rendered with depth (`splatsim demos --depth`: HandEyeConfig.depth = True)"
             )
         if e.depth.shape != e.mask.shape:
             raise ValueError(f"episode {e.key}: depth {e.depth.shape}; expected the masks' {e.mask.shape}")

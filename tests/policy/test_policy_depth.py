@@ -197,7 +197,7 @@ def test_augment_moves_depth_with_the_masks() -> None:
     rgb = torch.rand(6, 3, 16, 16, generator=g)
     masks = (torch.rand(6, 2, 16, 16, generator=g) > 0.5).float()
     depth = torch.rand(6, 1, 16, 16, generator=g)
-    cfg = AugmentConfig(crop_prob=1.0, mask_morph_prob=0.0)
+    cfg = AugmentConfig(crop_prob=1.0, mask_morph_prob=0.0, depth_noise_1m=0.0, depth_hole_prob=0.0)
     r0, m0 = augment_batch(rgb, masks, cfg, torch.Generator().manual_seed(3))
     r1, m1, d1 = augment_batch(rgb, masks, cfg, torch.Generator().manual_seed(3), depth=depth)
     assert torch.equal(r0, r1) and torch.equal(m0, m1)  # the same draws with and without depth
@@ -205,6 +205,28 @@ def test_augment_moves_depth_with_the_masks() -> None:
     _, md = augment_batch(rgb, depth.expand(6, 2, 16, 16).contiguous(), cfg, torch.Generator().manual_seed(3))
     torch.testing.assert_close(d1[:, 0], md[:, 0])
     assert not torch.equal(d1, depth)
+    # the depth noise comes after every other draw: the RGB and masks stay the same with it on
+    noisy = AugmentConfig(crop_prob=1.0, mask_morph_prob=0.0)
+    r2, m2, d2 = augment_batch(rgb, masks, noisy, torch.Generator().manual_seed(3), depth=depth)
+    assert torch.equal(r2, r1) and torch.equal(m2, m1) and not torch.equal(d2, d1)
+
+
+def test_depth_noise_follows_the_stereo_model() -> None:
+    from policy.augment import depth_noise
+
+    n = 200_000
+    z = torch.tensor([0.4, 1.0, 0.0]).repeat_interleave(n).reshape(3 * n, 1, 1, 1)
+    out = depth_noise(z / DEPTH_RANGE_M, 0.0025, 0.05, torch.Generator().manual_seed(0)) * DEPTH_RANGE_M
+    near, far, empty = out[:n].flatten(), out[n : 2 * n].flatten(), out[2 * n :].flatten()
+    assert float(empty.abs().max()) == 0.0  # no depth stays no depth
+    for values, depth in ((near, 0.4), (far, 1.0)):
+        holes = values == 0
+        assert abs(float(holes.float().mean()) - 0.05) < 0.003
+        kept = values[~holes]
+        assert abs(float(kept.mean()) - depth) < 1e-4
+        assert float(kept.std()) == pytest.approx(0.0025 * depth**2, rel=0.02)
+    with pytest.raises(ValueError, match="depth_hole_prob"):
+        AugmentConfig(depth_hole_prob=1.0).validate()
 
 
 def test_depth_policy_trains_exports_and_evaluates(tmp_path, depth_policy, tiny_env, tiny_scene) -> None:
