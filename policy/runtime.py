@@ -25,6 +25,11 @@ class TorchPolicy:
     def __init__(self, net: PolicyNet) -> None:
         self.net = net.eval()
         self.image_size = net.cfg.image_size
+        self.input_channels = len(net.cfg.input_channels)
+
+    @property
+    def takes_depth(self) -> bool:
+        return bool(self.net.cfg.depth)
 
     def __call__(self, image: np.ndarray) -> tuple[np.ndarray, float]:
         x = torch.as_tensor(np.asarray(image, dtype=np.float32))
@@ -52,9 +57,21 @@ class OnnxPolicy:
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.image_size = int(inp.shape[-1]) if isinstance(inp.shape[-1], int) else None
+        self.input_channels = int(inp.shape[1]) if isinstance(inp.shape[1], int) else None
+        """5 (the paper's RGB + masks) or 6 (with the depth channel: set `policy.robot.ControlConfig.depth`)."""
+
+    @property
+    def takes_depth(self) -> bool:
+        """Whether the model's input has the depth channel (`policy.model.ModelConfig.depth`)."""
+        return self.input_channels == 6
 
     def __call__(self, image: np.ndarray) -> tuple[np.ndarray, float]:
         x = np.ascontiguousarray(image, dtype=np.float32)
+        if self.input_channels is not None and x.shape[-3] != self.input_channels:
+            raise ValueError(
+                f"{self.path}: input has {x.shape[-3]} channels; the model expects {self.input_channels}"
+                + (" (RGB, masks and depth: ControlConfig.depth = True)" if self.takes_depth else "")
+            )
         if self.image_size is not None and x.shape[-2:] != (self.image_size, self.image_size):
             raise ValueError(
                 f"{self.path}: input is {x.shape[-1]}x{x.shape[-2]} px; the model expects "

@@ -257,6 +257,10 @@ def test_depth_policy_trains_exports_and_evaluates(tmp_path, depth_policy, tiny_
     assert runs[0].steps == runs[1].steps
     for p, q in zip(runs[0].poses, runs[1].poses):
         np.testing.assert_allclose(p, q, atol=1e-4)
+    onnx_fn = OnnxPolicy(res.onnx_path)
+    assert onnx_fn.takes_depth and TorchPolicy(net).takes_depth and onnx_fn.input_channels == 6
+    with pytest.raises(ValueError, match="5 channels; the model expects 6.*ControlConfig.depth"):
+        onnx_fn(np.zeros((1, 5, SIZE, SIZE), np.float32))
     # the evaluation renders depth for the policy, not for IBVS-MASK (which takes five channels)
     geo = tiny_env.geometry
     grasp = look_at(
