@@ -598,6 +598,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         s = replace(s, depth=args.depth)
     if args.train_seed is not None:
         s = replace(s, train_seed=args.train_seed)
+    if args.pregrasp_distance is not None:
+        s = replace(s, pregrasp_distance=args.pregrasp_distance if args.pregrasp_distance > 0 else None)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     threads = args.threads
@@ -938,6 +940,13 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=None,
         help="the training seed (split, weights, batch order; default 0)",
+    )
+    ap.add_argument(
+        "--pregrasp-distance",
+        type=float,
+        default=None,
+        help="the demonstrations' pre-grasp this far from the object, metres (PlanConfig.pregrasp_distance; "
+        "0: Eq. 7's s = 0.3 m behind the grasp)",
     )
     ap.add_argument("--progress", action="store_true", help="progress bars")
     args = ap.parse_args(argv)
