@@ -598,6 +598,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         s = replace(s, depth=args.depth)
     if args.train_seed is not None:
         s = replace(s, train_seed=args.train_seed)
+    if args.recovery_phases is not None:
+        phases = tuple(int(p) for p in args.recovery_phases.split(","))
+        s = replace(s, recovery=replace(s.recovery, waypoint_phases=phases).validate())
     if args.pregrasp_distance is not None:
         s = replace(s, pregrasp_distance=args.pregrasp_distance if args.pregrasp_distance > 0 else None)
     out = Path(args.out)
@@ -947,6 +950,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="the demonstrations' pre-grasp this far from the object, metres (PlanConfig.pregrasp_distance; "
         "0: Eq. 7's s = 0.3 m behind the grasp)",
+    )
+    ap.add_argument(
+        "--recovery-phases",
+        default=None,
+        help="trajectory phases whose waypoints get recovery samples, comma-separated (default 2,3; "
+        "RecoveryConfig.waypoint_phases)",
     )
     ap.add_argument("--progress", action="store_true", help="progress bars")
     args = ap.parse_args(argv)
