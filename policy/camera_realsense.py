@@ -22,15 +22,21 @@ from splatsim.conventions import PinholeIntrinsics
 __all__ = ["RealSenseCamera", "crop_resize", "crop_resize_depth"]
 
 
-def crop_resize(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:  # [H, W, 3] uint8 -> [h, w, 3] uint8
-    """Largest centred crop with the aspect ratio of ``size`` (width, height), then an area resize."""
+def _centre_crop(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The largest centred region of ``image`` with the aspect ratio of ``size`` (width, height)."""
     w, h = size
-    H, W = rgb.shape[:2]
+    H, W = image.shape[:2]
     aspect = w / h
     cw = min(float(W), H * aspect)
     ch = cw / aspect
     x0, y0 = int(round((W - cw) / 2)), int(round((H - ch) / 2))
-    crop = rgb[y0 : y0 + int(round(ch)), x0 : x0 + int(round(cw))]
+    return image[y0 : y0 + int(round(ch)), x0 : x0 + int(round(cw))]
+
+
+def crop_resize(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:  # [H, W, 3] uint8 -> [h, w, 3] uint8
+    """Largest centred crop with the aspect ratio of ``size`` (width, height), then an area resize."""
+    w, h = size
+    crop = _centre_crop(rgb, size)
     x = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1)[None].float()
     x = F.interpolate(x, size=(h, w), mode="area")
     return x[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
@@ -40,12 +46,7 @@ def crop_resize_depth(depth: np.ndarray, size: tuple[int, int]) -> np.ndarray:  
     """The same centred crop as `crop_resize`, then a nearest-neighbour resize (depth is never averaged
     across an object's edge); float metres in, float metres out."""
     w, h = size
-    H, W = depth.shape[:2]
-    aspect = w / h
-    cw = min(float(W), H * aspect)
-    ch = cw / aspect
-    x0, y0 = int(round((W - cw) / 2)), int(round((H - ch) / 2))
-    crop = np.asarray(depth, np.float32)[y0 : y0 + int(round(ch)), x0 : x0 + int(round(cw))]
+    crop = _centre_crop(np.asarray(depth, np.float32), size)
     x = torch.from_numpy(np.ascontiguousarray(crop))[None, None]
     return F.interpolate(x, size=(h, w), mode="nearest")[0, 0].numpy()
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from policy_test_helpers import SIZE, approach_poses, tiny_intrinsics
+from policy_test_helpers import SIZE, tiny_intrinsics, toy_env_args, toy_episode
 
 from policy.env import SplatEnv
 from splatsim.scene import object_like_scene
@@ -26,50 +26,19 @@ def tiny_env(tiny_scene) -> SplatEnv:
 def demo_dir(tmp_path_factory, tiny_env) -> Path:
     """Six episodes in trajgen's on-disk format (one HDF5 file each), two scene ids."""
     from trajgen.dataset import write_episode
-    from trajgen.episodes import Episode
-    from trajgen.trajectory import trajectory_actions
 
     out = tmp_path_factory.mktemp("demos")
     target = tiny_env.geometry.object_center
     rng = np.random.default_rng(0)
-    intr = tiny_env.intrinsics
-    env_args = {
-        "scene_id": "toy",
-        "intrinsics": {
-            "fx": intr.fx,
-            "fy": intr.fy,
-            "cx": intr.cx,
-            "cy": intr.cy,
-            "width": SIZE,
-            "height": SIZE,
-        },
-        "gripper_T_camera": np.eye(4).tolist(),
-        "camera": {"background": [0.0, 0.0, 0.0]},
-        "plan": {"radius": 0.7, "alpha_min_deg": 60.0, "min_height": None},
-    }
+    env_args = toy_env_args(tiny_env, plan={"radius": 0.7, "alpha_min_deg": 60.0, "min_height": None})
     for e in range(6):
         scene_id = "toy_a" if e < 3 else "toy_b"
         start = target + np.array([rng.uniform(-0.2, 0.2), rng.uniform(-0.2, 0.2), -0.7])
-        T = 5
-        poses = approach_poses(start, target, T)
-        rgb, mask = tiny_env.render(poses)
-        cls = np.zeros(T, np.uint8)
-        cls[-1] = 1
-        episode = Episode(
-            rgb=rgb,
-            mask=mask,
-            actions=trajectory_actions(poses).numpy(),
-            cls=cls,
-            poses=poses.numpy(),
-            camera_poses=poses.numpy(),
-            clearance=np.ones((T, 2), np.float32),
-            phase=np.full(T, 2, np.uint8),
-            grasp_pose=np.eye(4),
-            pregrasp_pose=poses[-1].numpy(),
-            attrs={"scene_id": scene_id, "episode_key": f"{scene_id}/e{e}", "grasp_rank": 0, "start_id": e},
-        )
+        attrs = {"scene_id": scene_id, "episode_key": f"{scene_id}/e{e}", "grasp_rank": 0, "start_id": e}
         write_episode(
-            out / "episodes" / scene_id / f"e{e}.hdf5", episode, env_args={**env_args, "scene_id": scene_id}
+            out / "episodes" / scene_id / f"e{e}.hdf5",
+            toy_episode(tiny_env, start, attrs),
+            env_args={**env_args, "scene_id": scene_id},
         )
     return out
 

@@ -9,7 +9,7 @@ import types
 import numpy as np
 import pytest
 import torch
-from policy_test_helpers import SIZE, approach_poses
+from policy_test_helpers import SIZE, approach_poses, toy_env_args, toy_episode
 
 from policy.augment import AugmentConfig, augment_batch
 from policy.data import DEPTH_RANGE_M, load_demos, make_policy_input, resize_depth, stack_depth
@@ -22,63 +22,17 @@ from splatsim.render import render
 def depth_demo_dir(tmp_path_factory, tiny_env):
     """Four episodes with depth (and recovery samples with depth on one), in trajgen's format."""
     from trajgen.dataset import write_episode
-    from trajgen.episodes import Episode, RecoveryFrames
-    from trajgen.trajectory import trajectory_actions
 
     out = tmp_path_factory.mktemp("depth_demos")
     target = tiny_env.geometry.object_center
     rng = np.random.default_rng(1)
-    intr = tiny_env.intrinsics
-    env_args = {
-        "intrinsics": {
-            "fx": intr.fx,
-            "fy": intr.fy,
-            "cx": intr.cx,
-            "cy": intr.cy,
-            "width": SIZE,
-            "height": SIZE,
-        },
-        "gripper_T_camera": np.eye(4).tolist(),
-        "camera": {"background": [0.0, 0.0, 0.0], "depth": True},
-    }
+    camera = {"background": [0.0, 0.0, 0.0], "depth": True}
+    env_args = toy_env_args(tiny_env, scene_id="toy_a", camera=camera)
     for e in range(4):
         start = target + np.array([rng.uniform(-0.2, 0.2), rng.uniform(-0.2, 0.2), -0.7])
-        T = 5
-        poses = approach_poses(start, target, T)
-        rgb, mask, depth = tiny_env.render(poses, with_depth=True)
-        cls = np.zeros(T, np.uint8)
-        cls[-1] = 1
-        recovery = None
-        if e == 0:
-            rgb_r, mask_r, depth_r = tiny_env.render(poses[:2], with_depth=True)
-            recovery = RecoveryFrames(
-                rgb=rgb_r,
-                mask=mask_r,
-                actions=np.zeros((2, 6)),
-                cls=np.zeros(2, np.uint8),
-                poses=poses[:2].numpy(),
-                camera_poses=poses[:2].numpy(),
-                clearance=np.ones((2, 2), np.float32),
-                phase=np.full(2, 2, np.uint8),
-                source=np.zeros(2, np.int16),
-                depth=depth_r,
-            )
-        episode = Episode(
-            rgb=rgb,
-            mask=mask,
-            actions=trajectory_actions(poses).numpy(),
-            cls=cls,
-            poses=poses.numpy(),
-            camera_poses=poses.numpy(),
-            clearance=np.ones((T, 2), np.float32),
-            phase=np.full(T, 2, np.uint8),
-            grasp_pose=np.eye(4),
-            pregrasp_pose=poses[-1].numpy(),
-            attrs={"scene_id": "toy_a", "episode_key": f"toy_a/d{e}", "grasp_rank": 0, "start_id": e},
-            recovery=recovery,
-            depth=depth,
-        )
-        write_episode(out / "episodes" / f"d{e}.hdf5", episode, env_args={**env_args, "scene_id": "toy_a"})
+        attrs = {"scene_id": "toy_a", "episode_key": f"toy_a/d{e}", "grasp_rank": 0, "start_id": e}
+        episode = toy_episode(tiny_env, start, attrs, depth=True, recovery=2 if e == 0 else 0)
+        write_episode(out / "episodes" / f"d{e}.hdf5", episode, env_args=env_args)
     return out
 
 
