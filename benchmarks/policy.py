@@ -24,9 +24,14 @@ The protocol (issue 6's Goal; the paper's §V-A at CPU scale):
    pre-grasp frame only, the paper's demonstrations): poses perturbed around the approach waypoints
    and around the pre-grasp pose, labelled with the planner's next step from there, and Cls = 1
    wherever stopping would succeed with a margin.
+   By default (session 10) the demonstrations' pre-grasp pose sits 0.40 m from the object
+   (`PlanConfig.pregrasp_distance`), recovery samples cover all three phases, and the hand-eye camera
+   records depth (`HandEyeConfig.depth`); ``--paper-input`` gives the previous default (run X2).
 4. Training: `policy.train.run_train` (Eq. 17, lambda_T = lambda_R = 100, Adam, episode-level split),
    the images rendered at 128 px and averaged to 64 px by the network's first layer
-   (`ModelConfig.input_pool`: anti-aliased masks), no augmentation (`FULL` says why).
+   (`ModelConfig.input_pool`: anti-aliased masks), no augmentation (`FULL` says why), and a sixth input
+   channel, the depth (`ModelConfig.depth`, beyond the paper's RGB + masks; ``--no-depth`` or
+   ``--paper-input`` leave it out).
    ``--dagger N`` adds N DAgger rounds (`dagger_episodes`): the policy is rolled out from fresh
    training-like starts in the seen scenes, every view it visits is labelled by the planner (next step,
    stop label), and it is fine-tuned on the demonstrations plus those views (off by default: it did not
@@ -210,7 +215,12 @@ FULL = Settings(
     cls_pos_weight=2.5,  # 2 gave 0.79 / 0.50 (X3), 3 with the augmentations 0.81 / 0.55 (D)
     augment=AugmentConfig(enabled=False),  # the crops and mask dilations blur the apparent-size cue the stop
     # relies on; with them (run X1) 0.75 / 0.65 in 46 min: augmenting 128 px images costs more
-    recovery=RECOVERY,
+    recovery=replace(RECOVERY, waypoint_phases=(1, 2, 3)),  # also around the first phase's waypoints,
+    # where the policy lost the object from a few starts (session 10: runs DPR below)
+    depth=True,  # the wrist camera's depth as a sixth channel (beyond the paper): session 10's runs
+    # D, DP, DPR in docs/policy.md; --no-depth gives the paper's five channels (run X2: 0.87 / 0.55)
+    pregrasp_distance=0.40,  # every object's demonstrations stop 0.40 m from it (Eq. 7's s = 0.3 m lands
+    # 0.405-0.445 m away); with depth that is what the network can measure
     dagger=0,  # two rounds (10 rollouts per object, 3 epochs each) gave 0.67 / 0.20 and, with
     # cls_pos_weight 5, 0.65 / 0.40, against 0.64 / 0.55 without, for 13 more minutes: docs/policy.md
     dagger_starts=10,
@@ -229,7 +239,9 @@ QUICK = Settings(
     starts=3,
     videos=1,
     cls_pos_weight=2.0,
-    recovery=RECOVERY,
+    recovery=replace(RECOVERY, waypoint_phases=(1, 2, 3)),
+    depth=True,
+    pregrasp_distance=0.40,
     dagger=0,
     dagger_starts=4,
     dagger_epochs=2,
@@ -594,6 +606,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         s.epochs = args.epochs
     if args.no_recovery:
         s = replace(s, recovery=RecoveryConfig(), cls_pos_weight=5.0)
+    if args.paper_input:  # session 9's default (run X2): the paper's five channels, Eq. 7's pre-grasp
+        s = replace(
+            s, depth=False, pregrasp_distance=None, recovery=replace(s.recovery, waypoint_phases=(2, 3))
+        )
     if args.depth is not None:
         s = replace(s, depth=args.depth)
     if args.train_seed is not None:
@@ -933,10 +949,16 @@ def main(argv: list[str] | None = None) -> int:
         help="torch/numba threads (0: the cores the load average leaves free but one, at least 1)",
     )
     ap.add_argument(
+        "--paper-input",
+        action="store_true",
+        help="the previous default (run X2): the paper's five input channels (no depth), the pre-grasp "
+        "s = 0.3 m behind the grasp (Eq. 7), recovery samples in phases 2-3 only",
+    )
+    ap.add_argument(
         "--depth",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="a sixth input channel, the hand-eye depth (beyond the paper's RGB + masks; default: off)",
+        help="a sixth input channel, the hand-eye depth (beyond the paper's RGB + masks; default: on)",
     )
     ap.add_argument(
         "--train-seed",
