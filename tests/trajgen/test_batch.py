@@ -215,3 +215,28 @@ def test_a_target_whose_pre_grasp_is_unusable_is_replaced_by_the_next_kept_grasp
     assert res.episodes == 3
     manifest = json.loads(res.manifests[0].read_text())
     assert manifest["grasps"][0]["grasp_id"] == 1 and manifest["grasps"][0]["replaces"]["grasp_id"] == 0
+
+
+def test_a_depth_run_adds_depth_and_changes_nothing_else(runs, clean, tmp_path):
+    """`splatsim demos --depth`: every episode (and its index) as without depth, plus obs/depth."""
+    from dataclasses import replace
+
+    from policy.data import load_demos
+
+    out = tmp_path / "demos"
+    res = run_demos(_cfg(runs, out, camera=replace(small_camera(), depth=True)))
+    assert res.episodes == 12
+    with_depth, without = _contents(out), _contents(clean[0])
+    assert sorted(with_depth) == sorted(without)
+    for key in without:  # same frames and actions; the plan hash differs (the camera is part of it)
+        for name, value in without[key][0].items():
+            np.testing.assert_array_equal(value, with_depth[key][0][name], err_msg=f"{key}:{name}")
+    for path in sorted((out / "episodes").rglob("*.hdf5")):
+        with h5py.File(path, "r") as f:
+            demo = f["data/demo_0"]
+            depth, mask = demo["obs/depth"][()], demo["obs/mask"][()]
+            assert depth.dtype == np.uint16 and depth.shape == mask.shape
+            assert (depth[mask > 0] > 0).all()  # hand and object pixels have depth
+            assert 100 < np.median(depth[mask > 0]) < 3000  # millimetres
+    demos = load_demos([out])
+    assert all(e.depth is not None and e.depth.shape == e.mask.shape for e in demos.episodes)
