@@ -879,7 +879,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "input_pool": s.input_pool,
             "mask_stats": s.mask_stats,
             "depth": s.depth,
-            "input_channels": 6 if s.depth else 5,
+            "input_channels": len(train_cfg.model.input_channels),
             "weight_decay": s.weight_decay,
             "render_size": render_size,
             "width": s.width,

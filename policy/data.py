@@ -402,12 +402,7 @@ def load_demos(
                             )
                         rgb, mask, actions, cls = _append_recovery((rgb, mask, actions, cls), extra, attrs)
                         rec_depth = _read_depth(r, extra[1].shape, f"{where}/recovery")
-                        if (depth is None) != (rec_depth is None):
-                            raise ValueError(
-                                f"{where}: obs/depth in only one of the episode and its recovery samples; "
-                                "expected both or neither"
-                            )
-                        depth = None if depth is None else np.concatenate([depth, rec_depth])
+                        depth = _append_recovery_depth(depth, rec_depth, where)
                         rec_geometry = _read_geometry(r, pre, n, f"{where}/recovery")
                         geometry = (
                             None
@@ -495,6 +490,18 @@ def _read_depth(group: Any, shape: tuple[int, ...], where: str) -> np.ndarray | 
     return depth
 
 
+def _append_recovery_depth(
+    depth: np.ndarray | None, recovery_depth: np.ndarray | None, where: str
+) -> np.ndarray | None:
+    """An episode's depth with its recovery samples' appended; ValueError naming ``where`` when only one
+    of the two records depth."""
+    if (depth is None) != (recovery_depth is None):
+        raise ValueError(
+            f"{where}: obs/depth in only one of the episode and its recovery samples; expected both or neither"
+        )
+    return None if depth is None else np.concatenate([depth, recovery_depth])
+
+
 def _append_recovery(
     frames: tuple[np.ndarray, ...], recovery: tuple[np.ndarray, ...], attrs: dict[str, Any]
 ) -> tuple[np.ndarray, ...]:
@@ -515,12 +522,9 @@ def episode_from_trajgen(episode: Any, image_size: int | None = None) -> Episode
     depth = None if depth is None else np.asarray(depth, np.uint16)
     rec = getattr(episode, "recovery", None)
     if rec is not None:
-        if (depth is None) != (getattr(rec, "depth", None) is None):
-            raise ValueError(
-                "episode_from_trajgen: depth in only one of the episode and its recovery samples"
-            )
-        if depth is not None:
-            depth = np.concatenate([depth, np.asarray(rec.depth, np.uint16)])
+        rec_depth = getattr(rec, "depth", None)
+        rec_depth = None if rec_depth is None else np.asarray(rec_depth, np.uint16)
+        depth = _append_recovery_depth(depth, rec_depth, "episode_from_trajgen")
         extra = (
             np.asarray(rec.rgb, np.uint8),
             np.asarray(rec.mask, np.uint8),

@@ -43,6 +43,7 @@ from policy.data import (
     camera_intrinsics_or_default,
     column_stats,
     depth_channel,
+    depth_metres,
     load_demos,
     split_episodes,
     stack_depth,
@@ -247,7 +248,7 @@ def _batch(
     x = rgb[idx].permute(0, 3, 1, 2).float() / 255.0
     m = mask[idx]
     masks = torch.stack([(m == LABEL_HAND), (m == LABEL_OBJECT)], dim=1).float()
-    d = None if depth is None else depth_channel(depth[idx].float() * 1e-3).unsqueeze(1)
+    d = None if depth is None else depth_channel(depth_metres(depth[idx])).unsqueeze(1)
     if augment is not None and g is not None:
         if d is None:
             x, masks = augment_batch(x, masks, augment, g)
