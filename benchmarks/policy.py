@@ -149,6 +149,9 @@ class Settings:
     """`ModelConfig.depth`: a sixth input channel, the hand-eye depth aligned to colour (a wrist
     RealSense's aligned depth), beyond the paper's RGB + masks; the demonstrations record depth
     (`HandEyeConfig.depth`) and the evaluation's splat camera renders it."""
+    depth_stats: bool = False
+    """`ModelConfig.depth_stats` (with ``depth``): the hand's and object's mean and nearest depth beside the
+    CNN features."""
     lambda_geometry: float = 0.0
     """`TrainConfig.lambda_geometry`: the auxiliary geometry head's loss weight (0: off)."""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -612,6 +615,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
     if args.depth is not None:
         s = replace(s, depth=args.depth)
+    if args.depth_stats is not None:
+        s = replace(s, depth_stats=args.depth_stats)
     if args.train_seed is not None:
         s = replace(s, train_seed=args.train_seed)
     if args.recovery_phases is not None:
@@ -619,6 +624,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         s = replace(s, recovery=replace(s.recovery, waypoint_phases=phases).validate())
     if args.pregrasp_distance is not None:
         s = replace(s, pregrasp_distance=args.pregrasp_distance if args.pregrasp_distance > 0 else None)
+    if args.train_scenes is not None:
+        pairs = [p.split(":") for p in args.train_scenes.split(",")]
+        s = replace(s, train_scenes=tuple((int(a), float(b)) for a, b in pairs))
+    if args.procedural is not None:
+        s = replace(s, procedural=args.procedural)
+    if args.procedural_k is not None:
+        s = replace(s, procedural_k=args.procedural_k)
+    if args.k is not None:
+        s = replace(s, k=args.k)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     threads = args.threads
@@ -741,6 +755,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             input_pool=s.input_pool,
             mask_stats=s.mask_stats,
             depth=s.depth,
+            depth_stats=s.depth and s.depth_stats,
         ),
         epochs=s.epochs,
         batch_size=s.batch_size,
@@ -879,6 +894,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "input_pool": s.input_pool,
             "mask_stats": s.mask_stats,
             "depth": s.depth,
+            "depth_stats": s.depth and s.depth_stats,
             "input_channels": len(train_cfg.model.input_channels),
             "weight_decay": s.weight_decay,
             "render_size": render_size,
@@ -961,6 +977,13 @@ def main(argv: list[str] | None = None) -> int:
         help="a sixth input channel, the hand-eye depth (beyond the paper's RGB + masks; default: on)",
     )
     ap.add_argument(
+        "--depth-stats",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the hand's and object's mean and nearest depth beside the CNN features (ModelConfig.depth_stats; "
+        "default: off)",
+    )
+    ap.add_argument(
         "--train-seed",
         type=int,
         default=None,
@@ -978,6 +1001,27 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="trajectory phases whose waypoints get recovery samples, comma-separated (default 2,3; "
         "RecoveryConfig.waypoint_phases)",
+    )
+    ap.add_argument(
+        "--train-scenes",
+        default=None,
+        help="the seen objects' training scenes as seed:scale pairs, comma-separated (default 0:1; "
+        "Settings.train_scenes), e.g. 0:1,1:0.8,2:1.25",
+    )
+    ap.add_argument(
+        "--procedural",
+        type=int,
+        default=None,
+        help="training-only procedural objects (Settings.procedural; default 0)",
+    )
+    ap.add_argument(
+        "--procedural-k",
+        type=int,
+        default=None,
+        help="demonstration starts per procedural object (default 10)",
+    )
+    ap.add_argument(
+        "--k", type=int, default=None, help="demonstration starts per seen training scene (default 30)"
     )
     ap.add_argument("--progress", action="store_true", help="progress bars")
     args = ap.parse_args(argv)

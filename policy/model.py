@@ -38,10 +38,12 @@ __all__ = [
     "GEOMETRY_DIM",
     "DEPTH_CHANNEL",
     "INPUT_CHANNELS",
+    "DEPTH_STATS_DIM",
     "MASK_STATS_DIM",
     "ExportWrapper",
     "ModelConfig",
     "PolicyNet",
+    "depth_statistics",
     "mask_statistics",
 ]
 
@@ -89,6 +91,12 @@ class ModelConfig:
     single RGB frame gives distance only through an object's apparent size, which an unseen object of
     another size gets wrong; depth measures it. Beyond the paper (RGB + masks); needs demonstrations
     recorded with depth (`trajgen.handeye.HandEyeConfig.depth`) and a camera that gives it."""
+    depth_stats: bool = False
+    """With ``depth``: feed the hand's and the object's depth statistics to the head beside the
+    convolutional features (`depth_statistics`: mean and nearest depth under each mask, in metres, and
+    whether the mask has any depth), through a small MLP (`STATS_HIDDEN` units), computed on the full-size
+    input. The stop decision is a distance band; these give the network the object's distance as a number
+    it need not read off the image's pixels, for any object's shape and size."""
     geometry_head: bool = False
     """Seven more outputs after the action and logit: the frame's `policy.data.GEOMETRY_TARGETS` (distance
     to the object, pre-grasp pose), normalised, an auxiliary training target; set by
@@ -109,6 +117,10 @@ class ModelConfig:
             raise ValueError(
                 f"ModelConfig.input_pool = {k!r} with image_size {self.image_size}; expected an integer >= 1 "
                 "that divides image_size and leaves at least 32 pixels"
+            )
+        if self.depth_stats and not self.depth:
+            raise ValueError(
+                "ModelConfig.depth_stats = True needs the depth channel; expected depth = True as well"
             )
         return self
 
@@ -132,6 +144,7 @@ class ModelConfig:
             input_pool=int(d.get("input_pool", 1)),
             mask_stats=bool(d.get("mask_stats", False)),
             depth=bool(d.get("depth", False)),
+            depth_stats=bool(d.get("depth_stats", False)),
             geometry_head=bool(d.get("geometry_head", False)),
         ).validate()
 
@@ -168,6 +181,34 @@ def mask_statistics(x: Tensor) -> Tensor:  # [B, 5, H, W] in [0, 1] -> [B, 10]
         [torch.log(area.clamp_min(1e-4)), cx, cy, torch.sqrt(vx + 1e-12), torch.sqrt(vy + 1e-12)], dim=2
     )  # [B, 2, 5]
     return feats.flatten(1)
+
+
+DEPTH_STATS_DIM = 6
+"""`depth_statistics` outputs per image: for the hand, then the object, (mean depth, nearest depth, present)."""
+
+
+def depth_statistics(x: Tensor) -> Tensor:  # [B, 6, H, W] in [0, 1] -> [B, 6]
+    """The hand's and the object's depth under their masks: per mask (hand, then object),
+    ``(mean, nearest, present)``.
+
+    A pixel counts for a mask when the mask is at least 0.5 there and the depth channel is above 0 (0:
+    no depth, a hole). ``mean`` is the mask-weighted mean depth over those pixels and ``nearest`` the
+    smallest, both in metres (`policy.data.DEPTH_RANGE_M` undoes the channel's scaling); ``present`` is
+    1 when the mask has any such pixel, else 0 and the two depths 0. The slow reference is
+    `tests/policy/test_policy_depth.py`'s per-image loop.
+    """
+    from policy.data import DEPTH_RANGE_M
+
+    m = x[:, 3:5]  # [B, 2, H, W]: hand, object
+    d = x[:, 5:6] * DEPTH_RANGE_M  # [B, 1, H, W] metres
+    valid = (m >= 0.5) & (d > 0)  # [B, 2, H, W]
+    w = torch.where(valid, m, torch.zeros_like(m))
+    total = w.sum(dim=(2, 3))  # [B, 2]
+    present = (total > 0).to(x.dtype)
+    mean = (w * d).sum(dim=(2, 3)) / total.clamp_min(1e-6)
+    far = torch.full_like(m, 2.0 * DEPTH_RANGE_M)
+    nearest = torch.where(valid, d.expand_as(m), far).amin(dim=(2, 3)) * present
+    return torch.stack([mean, nearest, present], dim=2).flatten(1)
 
 
 class BasicBlock(nn.Module):
@@ -218,14 +259,15 @@ class PolicyNet(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         extra = GEOMETRY_DIM if self.cfg.geometry_head else 0
         self.stats_mlp: nn.Module | None = None
-        if self.cfg.mask_stats:
+        n_stats = MASK_STATS_DIM * self.cfg.mask_stats + DEPTH_STATS_DIM * self.cfg.depth_stats
+        if n_stats:
             self.stats_mlp = nn.Sequential(
-                nn.Linear(MASK_STATS_DIM, STATS_HIDDEN),
+                nn.Linear(n_stats, STATS_HIDDEN),
                 nn.ReLU(),
                 nn.Linear(STATS_HIDDEN, STATS_HIDDEN),
                 nn.ReLU(),
             )
-        self.fc = nn.Linear(c_in + (STATS_HIDDEN if self.cfg.mask_stats else 0), ACTION_DIM + 1 + extra)
+        self.fc = nn.Linear(c_in + (STATS_HIDDEN if n_stats else 0), ACTION_DIM + 1 + extra)
         self.register_buffer("action_mean", torch.zeros(ACTION_DIM))
         self.register_buffer("action_std", torch.ones(ACTION_DIM))
         if extra:
@@ -290,13 +332,22 @@ class PolicyNet(nn.Module):
             raise ValueError(
                 f"PolicyNet expects [B, {c}, H, W] input ({', '.join(self.cfg.input_channels)}), got {list(x.shape)}"
             )
-        stats = None if self.stats_mlp is None else self.stats_mlp(mask_statistics(x))
+        stats = None if self.stats_mlp is None else self.stats_mlp(self.statistics(x))
         x = self.maxpool(self.relu(self.bn1(self.conv1(self.input_pool(x)))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         feats = torch.flatten(self.pool(x), 1)
         if stats is not None:
             feats = torch.cat([feats, stats], dim=1)
         return self.fc(feats)
+
+    def statistics(self, x: Tensor) -> Tensor:  # [B, C, H, W] -> [B, n]: what the stats MLP takes
+        """`mask_statistics` (with ``mask_stats``), then `depth_statistics` (with ``depth_stats``)."""
+        parts = []
+        if self.cfg.mask_stats:
+            parts.append(mask_statistics(x))
+        if self.cfg.depth_stats:
+            parts.append(depth_statistics(x))
+        return torch.cat(parts, dim=1)
 
     @torch.no_grad()
     def _eval_forward(self, x: Tensor) -> Tensor:

@@ -363,3 +363,76 @@ def test_realsense_depth_is_aligned_scaled_and_cropped() -> None:
     np.testing.assert_allclose(frame.depth[:, :60], 0.4)
     np.testing.assert_allclose(frame.depth[:, 68:], 1.2)
     assert RealSenseCamera(128, 128, rs=fake_realsense_depth()).read().depth is None
+
+
+def _depth_statistics_reference(x: np.ndarray) -> np.ndarray:  # [B, 6, H, W] -> [B, 6], per-pixel loops
+    out = np.zeros((x.shape[0], 6))
+    for b in range(x.shape[0]):
+        for k, ch in enumerate((3, 4)):
+            wsum = dsum = 0.0
+            nearest = None
+            for i in range(x.shape[2]):
+                for j in range(x.shape[3]):
+                    m, d = float(x[b, ch, i, j]), float(x[b, 5, i, j]) * DEPTH_RANGE_M
+                    if m >= 0.5 and d > 0:
+                        wsum += m
+                        dsum += m * d
+                        nearest = d if nearest is None else min(nearest, d)
+            if nearest is not None:
+                out[b, 3 * k : 3 * k + 3] = (dsum / wsum, nearest, 1.0)
+    return out
+
+
+def test_depth_statistics_match_the_per_pixel_reference() -> None:
+    from policy.model import depth_statistics
+
+    rng = np.random.default_rng(3)
+    x = np.zeros((3, 6, 12, 10), np.float32)
+    x[:, 3] = rng.random((3, 12, 10)) * (rng.random((3, 12, 10)) < 0.4)  # soft hand mask, some below 0.5
+    x[:, 4] = (rng.random((3, 12, 10)) < 0.3) * (1 - x[:, 3])
+    x[:, 5] = rng.uniform(0.1, 0.5, (3, 12, 10)) * (rng.random((3, 12, 10)) > 0.2)  # holes: 0
+    x[2, 4] = 0.0  # no object in the third image: (0, 0, 0)
+    got = depth_statistics(torch.from_numpy(x)).numpy()
+    ref = _depth_statistics_reference(x)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+    assert got[2, 3:].tolist() == [0.0, 0.0, 0.0] and got[0, 5] == 1.0
+    # an object 0.40 m away at every pixel, its nearest corner 0.35 m: metres out, whatever its size
+    y = np.zeros((1, 6, 16, 16), np.float32)
+    y[0, 4, 4:12, 4:12] = 1.0
+    y[0, 5, 4:12, 4:12] = 0.40 / DEPTH_RANGE_M
+    y[0, 5, 4, 4] = 0.35 / DEPTH_RANGE_M
+    mean, nearest, present = depth_statistics(torch.from_numpy(y))[0, 3:].tolist()
+    assert (mean, nearest, present) == (pytest.approx((0.40 * 63 + 0.35) / 64), pytest.approx(0.35), 1.0)
+
+
+def test_depth_stats_head_reads_the_distance_and_exports(tmp_path) -> None:
+    """With depth_stats the output moves with the object's depth alone; the ONNX export matches torch;
+    the option needs the depth channel and old configs read as off."""
+    from policy.export import check_parity, export_onnx
+    from policy.model import DEPTH_STATS_DIM, ModelConfig, PolicyNet
+
+    with pytest.raises(ValueError, match="depth_stats"):
+        ModelConfig(64, 4, depth_stats=True).validate()
+    cfg = ModelConfig(64, 4, depth=True, depth_stats=True)
+    net = PolicyNet(cfg).eval()
+    assert net.stats_mlp[0].in_features == DEPTH_STATS_DIM
+    with torch.no_grad():  # a head that reads only the stats, so the test is about them
+        net.fc.weight.zero_()
+        net.fc.weight[:, 4 * 8 :].normal_()
+    x = torch.zeros(1, 6, 64, 64)
+    x[0, 4, 20:40, 20:40] = 1.0
+    x[0, :3, 20:40, 20:40] = 0.5
+    y = x.clone()
+    x[0, 5, 20:40, 20:40] = 0.40 / DEPTH_RANGE_M
+    y[0, 5, 20:40, 20:40] = 0.45 / DEPTH_RANGE_M
+    assert (net(x) - net(y)).abs().max() > 1e-4
+    both = ModelConfig(64, 4, depth=True, depth_stats=True, mask_stats=True)
+    assert PolicyNet(both).stats_mlp[0].in_features == DEPTH_STATS_DIM + 10
+    assert ModelConfig.from_dict(cfg.as_dict()) == cfg
+    old = cfg.as_dict()
+    old.pop("depth_stats")
+    assert ModelConfig.from_dict(old).depth_stats is False
+    pytest.importorskip("onnxruntime")
+    path = tmp_path / "p.onnx"
+    export_onnx(net, path)
+    assert check_parity(net, path) <= 1e-4
