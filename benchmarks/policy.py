@@ -622,6 +622,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.recovery_phases is not None:
         phases = tuple(int(p) for p in args.recovery_phases.split(","))
         s = replace(s, recovery=replace(s.recovery, waypoint_phases=phases).validate())
+    if args.recovery_rotation_noise is not None:
+        s = replace(
+            s, recovery=replace(s.recovery, rotation_noise_deg=args.recovery_rotation_noise).validate()
+        )
     if args.pregrasp_distance is not None:
         s = replace(s, pregrasp_distance=args.pregrasp_distance if args.pregrasp_distance > 0 else None)
     if args.train_scenes is not None:
@@ -1001,6 +1005,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="trajectory phases whose waypoints get recovery samples, comma-separated (default 2,3; "
         "RecoveryConfig.waypoint_phases)",
+    )
+    ap.add_argument(
+        "--recovery-rotation-noise",
+        type=float,
+        default=None,
+        help="the waypoint recovery samples' largest turn, degrees (RecoveryConfig.rotation_noise_deg; default 5)",
     )
     ap.add_argument(
         "--train-scenes",
