@@ -26,12 +26,16 @@ The protocol (issue 6's Goal; the paper's §V-A at CPU scale):
    wherever stopping would succeed with a margin.
    By default (session 10) the demonstrations' pre-grasp pose sits 0.40 m from the object
    (`PlanConfig.pregrasp_distance`), recovery samples cover all three phases, and the hand-eye camera
-   records depth (`HandEyeConfig.depth`); ``--paper-input`` gives the previous default (run X2).
+   records depth (`HandEyeConfig.depth`); since session 11 each seen object has 22 demonstration starts
+   and 19 training-only procedural boxes and cans (`recon.catalogue.procedural_name`, never evaluated)
+   have 8 each. ``--paper-input`` gives session 9's default (run X2); ``--no-depth-stats --procedural 0
+   --k 30`` session 10's (run DPR).
 4. Training: `policy.train.run_train` (Eq. 17, lambda_T = lambda_R = 100, Adam, episode-level split),
    the images rendered at 128 px and averaged to 64 px by the network's first layer
    (`ModelConfig.input_pool`: anti-aliased masks), no augmentation (`FULL` says why), and a sixth input
    channel, the depth (`ModelConfig.depth`, beyond the paper's RGB + masks; ``--no-depth`` or
-   ``--paper-input`` leave it out).
+   ``--paper-input`` leave it out), whose statistics under the hand and object masks (mean and nearest
+   depth, `ModelConfig.depth_stats`) join the CNN features.
    ``--dagger N`` adds N DAgger rounds (`dagger_episodes`): the policy is rolled out from fresh
    training-like starts in the seen scenes, every view it visits is labelled by the planner (next step,
    stop label), and it is fine-tuned on the demonstrations plus those views (off by default: it did not
@@ -212,7 +216,6 @@ FULL = Settings(
     batch_size=32,
     lr=1e-3,
     top_k=1,
-    k=30,
     starts=10,
     videos=1,
     cls_pos_weight=2.5,  # 2 gave 0.79 / 0.50 (X3), 3 with the augmentations 0.81 / 0.55 (D)
@@ -224,6 +227,10 @@ FULL = Settings(
     # D, DP, DPR in docs/policy.md; --no-depth gives the paper's five channels (run X2: 0.87 / 0.55)
     pregrasp_distance=0.40,  # every object's demonstrations stop 0.40 m from it (Eq. 7's s = 0.3 m lands
     # 0.405-0.445 m away); with depth that is what the network can measure
+    depth_stats=True,  # the hand's and object's depth in metres beside the CNN features (session 11)
+    k=22,  # 22 starts per seen object (30 before) and
+    procedural=19,  # 19 training-only procedural boxes and cans of 8 starts each: about the same number of
+    procedural_k=8,  # demonstrations, more shapes and sizes (session 11: runs PDS in docs/policy.md)
     dagger=0,  # two rounds (10 rollouts per object, 3 epochs each) gave 0.67 / 0.20 and, with
     # cls_pos_weight 5, 0.65 / 0.40, against 0.64 / 0.55 without, for 13 more minutes: docs/policy.md
     dagger_starts=10,
@@ -244,7 +251,10 @@ QUICK = Settings(
     cls_pos_weight=2.0,
     recovery=replace(RECOVERY, waypoint_phases=(1, 2, 3)),
     depth=True,
+    depth_stats=True,
     pregrasp_distance=0.40,
+    procedural=2,
+    procedural_k=4,
     dagger=0,
     dagger_starts=4,
     dagger_epochs=2,
@@ -611,7 +621,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         s = replace(s, recovery=RecoveryConfig(), cls_pos_weight=5.0)
     if args.paper_input:  # session 9's default (run X2): the paper's five channels, Eq. 7's pre-grasp
         s = replace(
-            s, depth=False, pregrasp_distance=None, recovery=replace(s.recovery, waypoint_phases=(2, 3))
+            s,
+            depth=False,
+            depth_stats=False,
+            pregrasp_distance=None,
+            recovery=replace(s.recovery, waypoint_phases=(2, 3)),
+            procedural=0,
+            k=s.k if args.quick else 30,
         )
     if args.depth is not None:
         s = replace(s, depth=args.depth)
@@ -971,8 +987,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--paper-input",
         action="store_true",
-        help="the previous default (run X2): the paper's five input channels (no depth), the pre-grasp "
-        "s = 0.3 m behind the grasp (Eq. 7), recovery samples in phases 2-3 only",
+        help="session 9's default (run X2): the paper's five input channels (no depth), the pre-grasp "
+        "s = 0.3 m behind the grasp (Eq. 7), recovery samples in phases 2-3 only, 30 starts per seen "
+        "object and no procedural objects",
     )
     ap.add_argument(
         "--depth",
@@ -985,7 +1002,7 @@ def main(argv: list[str] | None = None) -> int:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="the hand's and object's mean and nearest depth beside the CNN features (ModelConfig.depth_stats; "
-        "default: off)",
+        "default: on with the depth channel)",
     )
     ap.add_argument(
         "--train-seed",
@@ -1022,16 +1039,16 @@ def main(argv: list[str] | None = None) -> int:
         "--procedural",
         type=int,
         default=None,
-        help="training-only procedural objects (Settings.procedural; default 0)",
+        help="training-only procedural objects (Settings.procedural; default 19)",
     )
     ap.add_argument(
         "--procedural-k",
         type=int,
         default=None,
-        help="demonstration starts per procedural object (default 10)",
+        help="demonstration starts per procedural object (default 8)",
     )
     ap.add_argument(
-        "--k", type=int, default=None, help="demonstration starts per seen training scene (default 30)"
+        "--k", type=int, default=None, help="demonstration starts per seen training scene (default 22)"
     )
     ap.add_argument("--progress", action="store_true", help="progress bars")
     args = ap.parse_args(argv)
