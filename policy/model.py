@@ -206,8 +206,7 @@ def depth_statistics(x: Tensor) -> Tensor:  # [B, 6, H, W] in [0, 1] -> [B, 6]
     total = w.sum(dim=(2, 3))  # [B, 2]
     present = (total > 0).to(x.dtype)
     mean = (w * d).sum(dim=(2, 3)) / total.clamp_min(1e-6)
-    far = torch.full_like(m, 2.0 * DEPTH_RANGE_M)
-    nearest = torch.where(valid, d.expand_as(m), far).amin(dim=(2, 3)) * present
+    nearest = torch.where(valid, d, 2.0 * DEPTH_RANGE_M).amin(dim=(2, 3)) * present  # 2x range: no pixel
     return torch.stack([mean, nearest, present], dim=2).flatten(1)
 
 
