@@ -135,6 +135,9 @@ class Settings:
     """`PlanConfig.final_approach_distance`: slow down over the last this many metres (0: off)."""
     final_approach_step: float = 0.02
     """`PlanConfig.final_approach_step`."""
+    phase2_aim: bool = False
+    """`PlanConfig.phase2_aim`: the demonstrations' phase 2 keeps turning to face the object (the paper's
+    keeps its rotation, so the object drifts off-centre on the way)."""
     cls_pos_weight: float = 5.0
     lambda_c: float = 1.0
     """lambda_C, the score loss's weight in Eq. 17 (`TrainConfig.lambda_c`; the paper: 1)."""
@@ -647,6 +650,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.train_scenes is not None:
         pairs = [p.split(":") for p in args.train_scenes.split(",")]
         s = replace(s, train_scenes=tuple((int(a), float(b)) for a, b in pairs))
+    if args.phase2_aim is not None:
+        s = replace(s, phase2_aim=args.phase2_aim)
     if args.procedural is not None:
         s = replace(s, procedural=args.procedural)
     if args.procedural_k is not None:
@@ -681,6 +686,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         pregrasp_distance=s.pregrasp_distance,
         final_approach_distance=s.final_approach_distance,
         final_approach_step=s.final_approach_step,
+        phase2_aim=s.phase2_aim,
         recovery=s.recovery,
     ).validate()
     timings: dict[str, float] = {}
@@ -926,6 +932,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "dagger_settings": {"rounds": rounds, "starts_per_object": starts_r, "epochs": epochs_r},
         "cls_pos_weight": s.cls_pos_weight,
         "pregrasp_distance": s.pregrasp_distance,
+        "phase2_aim": s.phase2_aim,
         "train_seed": s.train_seed,
         "lambda_c": s.lambda_c,
         "lambda_geometry": s.lambda_geometry,
@@ -1034,6 +1041,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="the seen objects' training scenes as seed:scale pairs, comma-separated (default 0:1; "
         "Settings.train_scenes), e.g. 0:1,1:0.8,2:1.25",
+    )
+    ap.add_argument(
+        "--phase2-aim",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the demonstrations' phase 2 keeps facing the object (PlanConfig.phase2_aim; not in the paper)",
     )
     ap.add_argument(
         "--procedural",

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -89,6 +90,11 @@ class PlanConfig:
     """d: phase 2 ends once the distance to the pre-grasp position is below this (Eq. 8)."""
     phi_deg: float = 0.0
     """phi: phase 3 re-aims at the object when the view is off by more than this (Eq. 12)."""
+    phase2_aim: bool = False
+    """Phase 2 turns to keep facing the object as it translates (at most ``rotation_step_deg`` a step),
+    instead of keeping its rotation (Eq. 8-9, the paper). Not in the paper: with it the object stays at the
+    image centre in every demonstrated view, so an off-centre object always means "turn back to it"
+    (`trajgen.trajectory`)."""
     translation_step: float = 0.03
     """Largest translation per step (phase 2 uses exactly this), metres."""
     rotation_step_deg: float = 5.0
@@ -157,7 +163,7 @@ class PlanConfig:
     def as_dict(self) -> dict:
         return asdict(self)
 
-    def step_kwargs(self) -> dict[str, float]:
+    def step_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of `trajgen.trajectory.plan_three_phase` and `expert_step` (radians)."""
         return {
             "d": self.d,
@@ -166,6 +172,7 @@ class PlanConfig:
             "rotation_step": math.radians(self.rotation_step_deg),
             "final_distance": self.final_approach_distance,
             "final_step": self.final_approach_step,
+            "phase2_aim": self.phase2_aim,
         }
 
 

@@ -6,7 +6,11 @@
   rotation (the roll about the viewing axis is kept), in steps of at most ``rotation_step``.
 - Phase 2 (Eq. 8-9): translate in a straight line toward the pre-grasp position, rotation fixed, in steps
   of exactly ``translation_step``, until the distance to the pre-grasp position is below ``d``. No step
-  is taken when it starts within ``d``.
+  is taken when it starts within ``d``. With ``phase2_aim`` (not in the paper; `PlanConfig.phase2_aim`)
+  each phase-2 step also turns the camera, by the smallest rotation and at most ``rotation_step``, to face
+  the object from its new position, so the object stays at the image centre the whole way: every
+  demonstrated view with the object off-centre is then one that turns to re-centre it (phases 1 and 3,
+  recovery samples), not one that keeps going straight (the paper's phase 2).
 - Phase 3 (Eq. 10-13): translate linearly to the pre-grasp position over ``n3`` equal steps,
   ``tau = j / n3``, and SLERP the rotation to the pre-grasp rotation. Before each step, if the angle
   between the current viewing axis and the direction to the object exceeds ``phi``, the SLERP's start
@@ -137,6 +141,7 @@ def plan_three_phase(
     rotation_step: float,
     final_distance: float = 0.0,
     final_step: float | None = None,
+    phase2_aim: bool = False,
 ) -> Trajectory:
     """Plans the three phases from ``start_pose`` to ``pregrasp`` (module docstring; radians, metres)."""
     if not (translation_step > 0 and rotation_step > 0):
@@ -169,7 +174,11 @@ def plan_three_phase(
         u = (p_pre - p1) / dist
         steps = torch.arange(1, n2 + 1, dtype=dtype)[:, None] * translation_step
         positions = p1 + steps * u
-        poses.append(se3_from_rt(T1[:3, :3].expand(n2, 3, 3), positions))
+        if phase2_aim:
+            rotations = _aimed_rotations(T1[:3, :3], positions, target, rotation_step)
+        else:
+            rotations = T1[:3, :3].expand(n2, 3, 3)
+        poses.append(se3_from_rt(rotations, positions))
         phases += [2] * n2
     t2 = t1 + n2
     T2 = poses[-1][-1]
@@ -265,6 +274,7 @@ def expert_step(
     rotation_step: float,
     final_distance: float = 0.0,
     final_step: float | None = None,
+    phase2_aim: bool = False,
 ) -> Tensor:  # [4, 4] the next pose
     """The planner's next pose from ``pose`` when it is in ``phase`` (1, 2 or 3): the expert action of
     recovery samples (`trajgen.recovery`).
@@ -274,7 +284,8 @@ def expert_step(
       position, SLERP toward its rotation re-aimed at the object); from a pose beyond the pre-grasp
       (nearer the object) that is a step back.
     - Phase 2 (farther than ``d``): a ``translation_step`` straight toward the pre-grasp position, the
-      rotation kept (Eq. 8-9).
+      rotation kept (Eq. 8-9); with ``phase2_aim``, turned (at most ``rotation_step``) to face the object
+      from the new position.
     - Phase 1: the first step of the whole plan from ``pose`` (`plan_three_phase`: turn to face the
       object, or the phase-2 step when it already does).
 
@@ -302,6 +313,8 @@ def expert_step(
     if phase == 2:
         out = pose.clone()
         out[:3, 3] = pose[:3, 3] + offset * (translation_step / dist)
+        if phase2_aim:
+            out[:3, :3] = _aimed_rotations(pose[:3, :3], out[None, :3, 3], target, rotation_step)[0]
         return out
     traj = plan_three_phase(
         pose,
@@ -311,9 +324,29 @@ def expert_step(
         phi=phi,
         translation_step=translation_step,
         rotation_step=rotation_step,
+        phase2_aim=phase2_aim,
         **final,
     )
     return traj.poses[1] if traj.num_steps > 1 else pose.clone()
+
+
+def _aimed_rotations(
+    R0: Tensor,  # [3, 3] the rotation before the first position
+    positions: Tensor,  # [n, 3]
+    target: Tensor,  # [3]
+    rotation_step: float,
+) -> Tensor:  # [n, 3, 3]
+    """Phase 2 with ``phase2_aim``: at each position the smallest turn of the previous rotation that faces
+    ``target``, at most ``rotation_step`` (beyond it the camera turns ``rotation_step`` toward it)."""
+    R_prev = R0.detach().cpu().numpy().astype(np.float64)
+    target_np = target.detach().cpu().numpy().astype(np.float64)
+    out = np.empty((len(positions), 3, 3))
+    for i, p in enumerate(positions.detach().cpu().numpy().astype(np.float64)):
+        R_want = _np_face_target(R_prev, p, target_np)
+        turn = _np_angle(R_prev, R_want)
+        R_prev = _np_slerp(R_prev, R_want, rotation_step / turn) if turn > rotation_step else R_want
+        out[i] = R_prev
+    return torch.from_numpy(out).to(positions.dtype)
 
 
 def _phase3(

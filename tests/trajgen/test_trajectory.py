@@ -385,3 +385,52 @@ def test_pregrasp_distance_slides_the_pregrasp_along_the_approach_axis(scene_poi
         assert plan.trajectories and all(torch.equal(t.poses[-1], pre) for t in plan.trajectories)
     with pytest.raises(ValueError, match="pregrasp_distance"):
         replace(paper, pregrasp_distance=paper.d_min).validate()
+
+
+def _view_angle_deg(pose, target) -> float:
+    d = target - pose[:3, 3]
+    cos = float(pose[:3, 2] @ d / torch.linalg.vector_norm(d))
+    return math.degrees(math.acos(max(-1.0, min(1.0, cos))))
+
+
+def test_phase2_aim_keeps_the_object_centred_and_off_is_the_paper():
+    """``phase2_aim``: phase 2 takes the same positions as the paper's (Eq. 8-9) but each pose faces the
+    object (view angle 0) by the smallest turn of the one before, at most ``rotation_step`` a step; phase
+    1 is unchanged and the plan still ends exactly at the pre-grasp pose. Off (the default), phase 2 keeps
+    phase 1's rotation. The expert's phase-2 step from a phase-2 pose is the plan's next pose."""
+    from trajgen.trajectory import expert_step
+
+    target = torch.tensor([0.0, 0.0, 0.0], dtype=torch.float64)
+    # far from the pre-grasp position (phase 2 runs several steps) and on another side of the object
+    start = look_at(torch.tensor([0.7, 0.5, 0.4], dtype=torch.float64), target, up=(0.0, 0.0, 1.0))
+    grasp = torch.eye(4, dtype=torch.float64)
+    grasp[:3, 3] = torch.tensor([0.0, 0.0, -0.02])
+    pre = pregrasp_pose(grasp, 0.3)
+    kw = dict(d=0.5, phi=0.0, translation_step=0.06, rotation_step=math.radians(12))
+    paper = plan_three_phase(start, pre, target, **kw)
+    aimed = plan_three_phase(start, pre, target, **kw, phase2_aim=True)
+    assert torch.equal(plan_three_phase(start, pre, target, **kw, phase2_aim=False).poses, paper.poses)
+    assert (aimed.t1, aimed.t2) == (paper.t1, paper.t2) and aimed.t2 - aimed.t1 >= 5
+    assert torch.equal(aimed.poses[: aimed.t1 + 1], paper.poses[: paper.t1 + 1])
+    P, Q = aimed.poses, paper.poses
+    assert torch.allclose(P[: aimed.t2 + 1, :3, 3], Q[: paper.t2 + 1, :3, 3], atol=1e-12)  # same positions
+    paper_angles = [_view_angle_deg(Q[j], target) for j in range(paper.t1 + 1, paper.t2 + 1)]
+    assert max(paper_angles) > 10.0  # the paper's phase 2 lets the object drift off-centre...
+    for j in range(aimed.t1 + 1, aimed.t2 + 1):  # ...the aimed one keeps facing it
+        assert _view_angle_deg(P[j], target) < 1e-4  # acos near 1: ~1e-6 degrees of rounding
+        # the smallest turn: the new viewing axis is the old one swung toward the object, no roll added
+        R_want = face_target_rotation(P[j - 1, :3, :3], P[j, :3, 3], target)
+        assert torch.allclose(P[j, :3, :3], R_want, atol=1e-9)
+        nxt = expert_step(P[j - 1], pre, target, 2, **kw, phase2_aim=True)
+        assert torch.allclose(nxt, P[j], atol=1e-9)
+    assert torch.equal(P[-1], pre)
+    rot = [float(angle_between_rotations(P[i, :3, :3], P[i + 1, :3, :3])) for i in range(len(P) - 1)]
+    assert max(rot) <= math.radians(12) + 1e-9
+    # a small rotation step caps the turn: the camera lags behind and catches up
+    tiny = plan_three_phase(start, pre, target, **{**kw, "rotation_step": math.radians(0.5)}, phase2_aim=True)
+    P = tiny.poses
+    turns = [float(angle_between_rotations(P[i, :3, :3], P[i + 1, :3, :3])) for i in range(tiny.t1, tiny.t2)]
+    assert max(turns) <= math.radians(0.5) + 1e-9 and _view_angle_deg(P[tiny.t2], target) > 1.0
+    # PlanConfig passes it through
+    assert PlanConfig(phase2_aim=True).step_kwargs()["phase2_aim"] is True
+    assert PlanConfig().step_kwargs()["phase2_aim"] is False
