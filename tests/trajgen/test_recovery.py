@@ -347,3 +347,45 @@ def test_final_approach_reaches_the_samples_labels(clearance, plan_on):
             phase = 3 if float(torch.linalg.vector_norm(pose[:3, 3] - pre[:3, 3])) < cfg.d else phase
         assert torch.allclose(pose, pre, atol=1e-9)
     assert checked > 0
+
+
+def test_phase2_aim_recovery_labels_turn_back_to_the_object(clearance, plan_on):
+    """With `PlanConfig.phase2_aim` the phase-2 recovery samples (perturbed off their waypoint, object
+    off-centre) are labelled with a step that is one translation step closer to the pre-grasp position
+    and faces the object again (turns within the limit allowing), and following the expert from every
+    sample still lands exactly on the pre-grasp pose."""
+    cfg0, _ = plan_on
+    grasp = torch.from_numpy(grasp_poses()[0])
+    cfg = replace(cfg0, phase2_aim=True, recovery=replace(cfg0.recovery, waypoint_phases=(1, 2, 3)))
+    plan = plan_grasp(grasp, clearance, cfg, plan_seed(1))
+    pre, target = plan.pregrasp_pose, clearance.object_center
+    kw = cfg.step_kwargs()
+    assert kw["phase2_aim"] is True
+
+    def view_angle(pose):
+        d = target - pose[:3, 3]
+        return math.acos(max(-1.0, min(1.0, float(pose[:3, 2] @ d / torch.linalg.vector_norm(d)))))
+
+    phase2 = 0
+    for traj in plan.trajectories:
+        for j in range(traj.t1 + 1, traj.t2 + 1):  # the waypoints themselves face the object
+            assert view_angle(traj.poses[j]) < 1e-6
+        rec = traj.recovery
+        for _, i, p, q, d0 in _sample_steps(traj, pre):
+            if int(rec.phase[i]) != 2:
+                continue
+            phase2 += 1
+            d1 = float(torch.linalg.vector_norm(q[:3, 3] - pre[:3, 3]))
+            assert d1 == pytest.approx(d0 - STEP_T, abs=1e-9)
+            turn = float(angle_between_rotations(p[:3, :3], q[:3, :3]))
+            assert view_angle(q) < 1e-6 or turn == pytest.approx(math.radians(STEP_R_DEG), abs=1e-9)
+            pose, phase = p, 2
+            for _ in range(60):
+                nxt_pose = expert_step(pose, pre, target, phase, **kw)
+                if torch.equal(nxt_pose, pose):
+                    break
+                pose = nxt_pose
+                if phase == 2 and float(torch.linalg.vector_norm(pose[:3, 3] - pre[:3, 3])) < cfg.d:
+                    phase = 3
+            assert torch.allclose(pose, pre, atol=1e-9)
+    assert phase2 > 0
