@@ -28,8 +28,10 @@ The protocol (issue 6's Goal; the paper's §V-A at CPU scale):
    (`PlanConfig.pregrasp_distance`), recovery samples cover all three phases, and the hand-eye camera
    records depth (`HandEyeConfig.depth`); since session 11 each seen object has 22 demonstration starts
    and 19 training-only procedural boxes and cans (`recon.catalogue.procedural_name`, never evaluated)
-   have 8 each. ``--paper-input`` gives session 9's default (run X2); ``--no-depth-stats --procedural 0
-   --k 30`` session 10's (run DPR).
+   have 8 each. Since session 12 the demonstrations' phase 2 keeps facing the object
+   (`PlanConfig.phase2_aim`; the paper's keeps its rotation and lets the object drift off-centre).
+   ``--paper-input`` gives session 9's default (run X2); ``--no-phase2-aim`` session 11's (run PDS);
+   ``--no-phase2-aim --no-depth-stats --procedural 0 --k 30`` session 10's (run DPR).
 4. Training: `policy.train.run_train` (Eq. 17, lambda_T = lambda_R = 100, Adam, episode-level split),
    the images rendered at 128 px and averaged to 64 px by the network's first layer
    (`ModelConfig.input_pool`: anti-aliased masks), no augmentation (`FULL` says why), and a sixth input
@@ -231,6 +233,8 @@ FULL = Settings(
     pregrasp_distance=0.40,  # every object's demonstrations stop 0.40 m from it (Eq. 7's s = 0.3 m lands
     # 0.405-0.445 m away); with depth that is what the network can measure
     depth_stats=True,  # the hand's and object's depth in metres beside the CNN features (session 11)
+    phase2_aim=True,  # phase 2 of the demonstrations keeps facing the object (session 12): the policy stopped
+    # losing the object on the way (runs AIM in docs/policy.md); --no-phase2-aim gives session 11's PDS
     k=22,  # 22 starts per seen object (30 before) and
     procedural=19,  # 19 training-only procedural boxes and cans of 8 starts each: about the same number of
     procedural_k=8,  # demonstrations, more shapes and sizes (session 11: runs PDS in docs/policy.md)
@@ -255,6 +259,7 @@ QUICK = Settings(
     recovery=RECOVERY,
     depth=True,
     depth_stats=True,
+    phase2_aim=True,
     pregrasp_distance=0.40,
     procedural=2,
     procedural_k=4,
@@ -630,6 +635,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             pregrasp_distance=None,
             recovery=replace(s.recovery, waypoint_phases=(2, 3)),
             procedural=0,
+            phase2_aim=False,
             k=s.k if args.quick else 30,
         )
     if args.depth is not None:
@@ -995,8 +1001,8 @@ def main(argv: list[str] | None = None) -> int:
         "--paper-input",
         action="store_true",
         help="session 9's default (run X2): the paper's five input channels (no depth), the pre-grasp "
-        "s = 0.3 m behind the grasp (Eq. 7), recovery samples in phases 2-3 only, 30 starts per seen "
-        "object and no procedural objects",
+        "s = 0.3 m behind the grasp (Eq. 7), the paper's phase 2 (no turning), recovery samples in phases "
+        "2-3 only, 30 starts per seen object and no procedural objects",
     )
     ap.add_argument(
         "--depth",
@@ -1027,7 +1033,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--recovery-phases",
         default=None,
-        help="trajectory phases whose waypoints get recovery samples, comma-separated (default 2,3; "
+        help="trajectory phases whose waypoints get recovery samples, comma-separated (default 1,2,3; "
         "RecoveryConfig.waypoint_phases)",
     )
     ap.add_argument(
@@ -1046,7 +1052,8 @@ def main(argv: list[str] | None = None) -> int:
         "--phase2-aim",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="the demonstrations' phase 2 keeps facing the object (PlanConfig.phase2_aim; not in the paper)",
+        help="the demonstrations' phase 2 keeps facing the object (PlanConfig.phase2_aim; not in the paper; "
+        "default: on)",
     )
     ap.add_argument(
         "--procedural",
