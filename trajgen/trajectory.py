@@ -18,7 +18,7 @@
   facing the object that is closest to ``R_pre`` (the smallest turn of ``R_pre``), so that the SLERP
   ``SLERP(R_update, R_pre, tau)`` (Eq. 13), the step's target rotation, only swings the viewing axis
   between the object and the approach direction and never twists it away from both.
-  Because phase 2 does not turn, the object is off-centre when phase 3 starts; so that no step turns
+  Because the paper's phase 2 does not turn, the object is off-centre when phase 3 starts; so that no step turns
   by more than ``rotation_step``, a step whose target is farther than that turns ``rotation_step``
   toward it (the camera catches up over the next steps). ``n3`` is the smallest count (from the
   distance and angle left, grown until the schedule fits) for which no step translates more than
