@@ -342,9 +342,7 @@ def _aimed_rotations(
     target_np = target.detach().cpu().numpy().astype(np.float64)
     out = np.empty((len(positions), 3, 3))
     for i, p in enumerate(positions.detach().cpu().numpy().astype(np.float64)):
-        R_want = _np_face_target(R_prev, p, target_np)
-        turn = _np_angle(R_prev, R_want)
-        R_prev = _np_slerp(R_prev, R_want, rotation_step / turn) if turn > rotation_step else R_want
+        R_prev, _ = _np_turn_toward(R_prev, _np_face_target(R_prev, p, target_np), rotation_step)
         out[i] = R_prev
     return torch.from_numpy(out).to(positions.dtype)
 
@@ -371,13 +369,18 @@ def _phase3(
         if _np_view_angle(R_prev, p_prev, target_np) > phi:  # Eq. 12
             R_anchor = _np_face_target(R_pre, p, target_np)
         R_want = _np_slerp(R_anchor, R_pre, tau) if j < n3 else R_pre  # Eq. 13
-        turn = _np_angle(R_prev, R_want)
+        R_j, turn = _np_turn_toward(R_prev, R_want, rotation_step)
         if j == n3:
             gap = turn
-        R_j = _np_slerp(R_prev, R_want, rotation_step / turn) if turn > rotation_step else R_want
         out[j - 1, :3, :3], out[j - 1, :3, 3] = R_j, p
         R_prev, p_prev = R_j, p
     return torch.from_numpy(out).to(T2.dtype), gap
+
+
+def _np_turn_toward(R: np.ndarray, R_want: np.ndarray, max_turn: float) -> tuple[np.ndarray, float]:
+    """``R_want``, or ``R`` turned ``max_turn`` toward it (SLERP) when it is farther; and the whole turn."""
+    turn = _np_angle(R, R_want)
+    return (_np_slerp(R, R_want, max_turn / turn) if turn > max_turn else R_want), turn
 
 
 def _np_view_angle(R: np.ndarray, position: np.ndarray, target: np.ndarray) -> float:
