@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from test_traj_fixtures import UP, grasp_poses
+from test_traj_fixtures import UP, grasp_poses, view_angle_deg
 
 from splatsim.conventions import angle_between_rotations, apply_action
 from splatsim.scene import LABEL_HAND, LABEL_OBJECT, object_like_scene
@@ -129,6 +129,19 @@ def _step_ok(a: torch.Tensor, b: torch.Tensor) -> bool:
     return dt <= STEP_T + 1e-9 and dr <= math.radians(STEP_R_DEG) + 1e-9
 
 
+def _follow_expert(pose, phase, pre, target, kw, max_steps=60):
+    """The expert alone from ``pose`` in ``phase``, each step within the step limits, until it stays or
+    ``max_steps`` run out; returns the last pose. (`expert_step` itself takes phase 3 within ``d`` of the
+    pre-grasp position, whatever the phase passed, so the phase need not be switched here.)"""
+    for _ in range(max_steps):
+        nxt_pose = expert_step(pose, pre, target, phase, **kw)
+        assert _step_ok(pose, nxt_pose)
+        if torch.equal(nxt_pose, pose):
+            break
+        pose = nxt_pose
+    return pose
+
+
 def test_actions_reintegrate_toward_the_pregrasp(clearance, plan_on):
     """Each sample's action, applied to its pose, is one expert step within the step limits: around the
     pre-grasp and in phase 3 it gets strictly closer to the pre-grasp position (a step back from beyond
@@ -154,17 +167,9 @@ def test_actions_reintegrate_toward_the_pregrasp(clearance, plan_on):
                     seen_beyond = True
                     assert float((q[:3, 3] - p[:3, 3]) @ pre[:3, 2]) < 0
         for i in range(0, rec.num_samples, 5):  # closed loop on the expert alone
-            pose, phase = rec.poses[i], int(rec.phase[i])
-            for _ in range(60):
-                nxt_pose = expert_step(pose, pre, target, phase, **kw)
-                assert _step_ok(pose, nxt_pose)
-                if torch.equal(nxt_pose, pose):
-                    break
-                pose = nxt_pose
-                if phase == 2 and float(torch.linalg.vector_norm(pose[:3, 3] - pre[:3, 3])) < cfg.d:
-                    phase = 3
+            pose = _follow_expert(rec.poses[i], int(rec.phase[i]), pre, target, kw)
             assert torch.allclose(pose, pre, atol=1e-9), (
-                f"sample {i} (phase {phase}) did not reach the pre-grasp"
+                f"sample {i} (phase {int(rec.phase[i])}) did not reach the pre-grasp"
             )
     assert seen_beyond
 
@@ -338,13 +343,7 @@ def test_final_approach_reaches_the_samples_labels(clearance, plan_on):
                 checked += 1
                 assert float(torch.linalg.vector_norm(q[:3, 3] - p[:3, 3])) <= 0.015 + 1e-9
                 assert float(torch.linalg.vector_norm(q[:3, 3] - pre[:3, 3])) < d0 - 1e-9 or d0 < 1e-9
-        pose, phase = rec.poses[0], int(rec.phase[0])
-        for _ in range(80):
-            nxt_pose = expert_step(pose, pre, target, phase, **kw, **fin)
-            if torch.equal(nxt_pose, pose):
-                break
-            pose = nxt_pose
-            phase = 3 if float(torch.linalg.vector_norm(pose[:3, 3] - pre[:3, 3])) < cfg.d else phase
+        pose = _follow_expert(rec.poses[0], int(rec.phase[0]), pre, target, {**kw, **fin}, max_steps=80)
         assert torch.allclose(pose, pre, atol=1e-9)
     assert checked > 0
 
@@ -362,14 +361,10 @@ def test_phase2_aim_recovery_labels_turn_back_to_the_object(clearance, plan_on):
     kw = cfg.step_kwargs()
     assert kw["phase2_aim"] is True
 
-    def view_angle(pose):
-        d = target - pose[:3, 3]
-        return math.acos(max(-1.0, min(1.0, float(pose[:3, 2] @ d / torch.linalg.vector_norm(d)))))
-
     phase2 = 0
     for traj in plan.trajectories:
         for j in range(traj.t1 + 1, traj.t2 + 1):  # the waypoints themselves face the object
-            assert view_angle(traj.poses[j]) < 1e-6
+            assert view_angle_deg(traj.poses[j], target) < math.degrees(1e-6)
         rec = traj.recovery
         for _, i, p, q, d0 in _sample_steps(traj, pre):
             if int(rec.phase[i]) != 2:
@@ -378,14 +373,8 @@ def test_phase2_aim_recovery_labels_turn_back_to_the_object(clearance, plan_on):
             d1 = float(torch.linalg.vector_norm(q[:3, 3] - pre[:3, 3]))
             assert d1 == pytest.approx(d0 - STEP_T, abs=1e-9)
             turn = float(angle_between_rotations(p[:3, :3], q[:3, :3]))
-            assert view_angle(q) < 1e-6 or turn == pytest.approx(math.radians(STEP_R_DEG), abs=1e-9)
-            pose, phase = p, 2
-            for _ in range(60):
-                nxt_pose = expert_step(pose, pre, target, phase, **kw)
-                if torch.equal(nxt_pose, pose):
-                    break
-                pose = nxt_pose
-                if phase == 2 and float(torch.linalg.vector_norm(pose[:3, 3] - pre[:3, 3])) < cfg.d:
-                    phase = 3
-            assert torch.allclose(pose, pre, atol=1e-9)
+            assert view_angle_deg(q, target) < math.degrees(1e-6) or turn == pytest.approx(
+                math.radians(STEP_R_DEG), abs=1e-9
+            )
+            assert torch.allclose(_follow_expert(p, 2, pre, target, kw), pre, atol=1e-9)
     assert phase2 > 0

@@ -7,6 +7,7 @@ the sphere (along +z) and the box (from above, along +y); both are far from the 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,14 @@ from trajgen.handeye import HandEyeConfig
 from trajgen.planning import PlanConfig
 
 UP = (0.0, -1.0, 0.0)
+
+
+def view_angle_deg(pose, target) -> float:
+    """Degrees between a pose's viewing axis (+z) and the direction from it to ``target`` (an independent
+    check of `trajgen.trajectory`'s own view angle)."""
+    d = target - pose[:3, 3]
+    cos = float(pose[:3, 2] @ d / float(np.linalg.norm(np.asarray(d, dtype=np.float64))))
+    return math.degrees(math.acos(max(-1.0, min(1.0, cos))))
 
 
 def grasp_poses() -> np.ndarray:  # [2, 4, 4]

@@ -9,7 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from test_traj_fixtures import UP, grasp_poses
+from test_traj_fixtures import UP, grasp_poses, view_angle_deg
 
 from splatsim.conventions import angle_between_rotations, apply_action, interpolate_pose, look_at, se3_from_rt
 from splatsim.scene import LABEL_HAND, LABEL_OBJECT, object_like_scene
@@ -387,12 +387,6 @@ def test_pregrasp_distance_slides_the_pregrasp_along_the_approach_axis(scene_poi
         replace(paper, pregrasp_distance=paper.d_min).validate()
 
 
-def _view_angle_deg(pose, target) -> float:
-    d = target - pose[:3, 3]
-    cos = float(pose[:3, 2] @ d / torch.linalg.vector_norm(d))
-    return math.degrees(math.acos(max(-1.0, min(1.0, cos))))
-
-
 def test_phase2_aim_keeps_the_object_centred_and_off_is_the_paper():
     """``phase2_aim``: phase 2 takes the same positions as the paper's (Eq. 8-9) but each pose faces the
     object (view angle 0) by the smallest turn of the one before, at most ``rotation_step`` a step; phase
@@ -414,10 +408,10 @@ def test_phase2_aim_keeps_the_object_centred_and_off_is_the_paper():
     assert torch.equal(aimed.poses[: aimed.t1 + 1], paper.poses[: paper.t1 + 1])
     P, Q = aimed.poses, paper.poses
     assert torch.allclose(P[: aimed.t2 + 1, :3, 3], Q[: paper.t2 + 1, :3, 3], atol=1e-12)  # same positions
-    paper_angles = [_view_angle_deg(Q[j], target) for j in range(paper.t1 + 1, paper.t2 + 1)]
+    paper_angles = [view_angle_deg(Q[j], target) for j in range(paper.t1 + 1, paper.t2 + 1)]
     assert max(paper_angles) > 10.0  # the paper's phase 2 lets the object drift off-centre...
     for j in range(aimed.t1 + 1, aimed.t2 + 1):  # ...the aimed one keeps facing it
-        assert _view_angle_deg(P[j], target) < 1e-4  # acos near 1: ~1e-6 degrees of rounding
+        assert view_angle_deg(P[j], target) < 1e-4  # acos near 1: ~1e-6 degrees of rounding
         # the smallest turn: the new viewing axis is the old one swung toward the object, no roll added
         R_want = face_target_rotation(P[j - 1, :3, :3], P[j, :3, 3], target)
         assert torch.allclose(P[j, :3, :3], R_want, atol=1e-9)
@@ -430,7 +424,7 @@ def test_phase2_aim_keeps_the_object_centred_and_off_is_the_paper():
     tiny = plan_three_phase(start, pre, target, **{**kw, "rotation_step": math.radians(0.5)}, phase2_aim=True)
     P = tiny.poses
     turns = [float(angle_between_rotations(P[i, :3, :3], P[i + 1, :3, :3])) for i in range(tiny.t1, tiny.t2)]
-    assert max(turns) <= math.radians(0.5) + 1e-9 and _view_angle_deg(P[tiny.t2], target) > 1.0
+    assert max(turns) <= math.radians(0.5) + 1e-9 and view_angle_deg(P[tiny.t2], target) > 1.0
     # PlanConfig passes it through
     assert PlanConfig(phase2_aim=True).step_kwargs()["phase2_aim"] is True
     assert PlanConfig().step_kwargs()["phase2_aim"] is False
